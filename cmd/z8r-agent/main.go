@@ -1,0 +1,105 @@
+// Command z8r-agent is the node executor: it runs on every node with a ZFS
+// pool and serves the agent protocol over SSH (see internal/agent).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"golang.org/x/crypto/ssh"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/z8r-project/z8r/internal/agent"
+	"github.com/z8r-project/z8r/zfsexec"
+)
+
+func main() {
+	var (
+		nodeName       = flag.String("node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
+		listen         = flag.String("listen", ":2022", "SSH listen address")
+		pools          = flag.String("pools", "", "comma-separated pools this agent may touch (required)")
+		hostKeyPath    = flag.String("host-key", "/var/lib/z8r/host_key", "host key file; created on first start, keep it on a host path")
+		authorizedKeys = flag.String("authorized-keys", "/etc/z8r/authorized-keys", "authorized client keys: a file, or a folder of files (a mounted Secret)")
+		clientKeyPath  = flag.String("client-key", "", "private key this agent presents to other agents for transfers (empty: no transfers from this node)")
+		zfsPrefix      = flag.String("zfs-prefix", "", "argv prefix for zfs and zpool, split on spaces (e.g. \"nsenter -t 1 -m --\" to use the host's zfs)")
+		printHostKey   = flag.Bool("print-host-key", false, "print the public host key (creating it if needed) and exit")
+		progressEvery  = flag.Duration("progress-interval", time.Second, "how often transfers report progress")
+		commandLog     = flag.String("command-log", "", "append the argv of every command the agent starts to this file (audit)")
+	)
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	log := zap.New(zap.UseFlagOptions(&opts)).WithName("agent").WithValues("node", *nodeName)
+
+	hostKey, err := agent.LoadOrCreateKey(*hostKeyPath)
+	if err != nil {
+		fail(log, err, "load host key")
+	}
+	if *printHostKey {
+		fmt.Println(agent.MarshalPublicKey(hostKey.PublicKey()))
+		return
+	}
+	if *pools == "" {
+		fail(log, errors.New("--pools is required"), "bad flags")
+	}
+	var clientKey ssh.Signer
+	if *clientKeyPath != "" {
+		if clientKey, err = agent.LoadKey(*clientKeyPath); err != nil {
+			fail(log, err, "load client key")
+		}
+	}
+	var prefix []string
+	if *zfsPrefix != "" {
+		prefix = strings.Fields(*zfsPrefix)
+	}
+	var runner zfsexec.Runner = zfsexec.LocalRunner{Prefix: prefix}
+	if *commandLog != "" {
+		f, err := os.OpenFile(*commandLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			fail(log, err, "open command log")
+		}
+		defer f.Close()
+		runner = agent.AuditRunner{Next: runner, W: f}
+	}
+	srv, err := agent.NewServer(agent.ServerConfig{
+		HostKey:          hostKey,
+		AuthorizedKeys:   agent.AuthorizedKeysFile(*authorizedKeys),
+		Policy:           agent.Policy{Pools: strings.Split(*pools, ",")},
+		Runner:           runner,
+		ClientKey:        clientKey,
+		ProgressInterval: *progressEvery,
+		Log:              log,
+	})
+	if err != nil {
+		fail(log, err, "configure server")
+	}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fail(log, err, "listen")
+	}
+	log.Info("agent listening", "addr", l.Addr().String(), "hostKey", ssh.FingerprintSHA256(hostKey.PublicKey()), "pools", *pools)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(l); err != nil {
+		fail(log, err, "serve")
+	}
+	log.Info("agent stopped")
+}
+
+func fail(log logr.Logger, err error, msg string) {
+	log.Error(err, msg)
+	os.Exit(1)
+}

@@ -1,0 +1,226 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/z8r-project/z8r/zfsexec"
+)
+
+// ClientConfig configures a connection to an agent.
+type ClientConfig struct {
+	// Signer is the client's identity; the agent must list its public key.
+	Signer ssh.Signer
+	// HostKey is the agent's pinned host key; any other key is refused.
+	// (Pinning on first use is the caller's job: see package hostkeys.)
+	HostKey ssh.PublicKey
+	// HostKeyCallback, when set, replaces the exact-match HostKey check.
+	HostKeyCallback ssh.HostKeyCallback
+	// Dial, if set, opens the TCP connection.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Timeout bounds the connection and SSH handshake (default 10s).
+	Timeout time.Duration
+}
+
+// Client is a connection to one agent. It is safe for concurrent use; each
+// request is its own SSH channel on the one connection.
+type Client struct {
+	conn *ssh.Client
+	addr string
+	zfs  *zfsexec.ZFS
+
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+// Dial connects to the agent at addr.
+func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	if cfg.Signer == nil {
+		return nil, errors.New("agent: client needs a key")
+	}
+	cb := cfg.HostKeyCallback
+	if cb == nil {
+		if cfg.HostKey == nil {
+			return nil, errors.New("agent: client needs the agent's pinned host key")
+		}
+		cb = ExactHostKey(cfg.HostKey)
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		d := &net.Dialer{}
+		dial = d.DialContext
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	nc, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("agent: dial %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(dl)
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{
+		User:            "z8r",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback: cb,
+		Timeout:         cfg.Timeout,
+		ClientVersion:   "SSH-2.0-z8r-client",
+	})
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("agent: ssh handshake with %s: %w", addr, err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c := &Client{conn: ssh.NewClient(sc, chans, reqs), addr: addr, closed: make(chan struct{})}
+	c.zfs = zfsexec.New(c.Runner())
+	go func() {
+		_ = c.conn.Wait()
+		c.closeOnce.Do(func() { close(c.closed) })
+	}()
+	return c, nil
+}
+
+// ExactHostKey accepts only key.
+func ExactHostKey(key ssh.PublicKey) ssh.HostKeyCallback {
+	return func(_ string, _ net.Addr, got ssh.PublicKey) error {
+		if !keysEqual(key, got) {
+			return fmt.Errorf("%w: got %s, pinned %s", ErrHostKeyMismatch, ssh.FingerprintSHA256(got), ssh.FingerprintSHA256(key))
+		}
+		return nil
+	}
+}
+
+func keysEqual(a, b ssh.PublicKey) bool {
+	return a.Type() == b.Type() && bytes.Equal(a.Marshal(), b.Marshal())
+}
+
+// Close closes the connection; running requests are cancelled on the agent.
+func (c *Client) Close() error {
+	err := c.conn.Close()
+	c.closeOnce.Do(func() { close(c.closed) })
+	return err
+}
+
+// Done is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.closed }
+
+// Addr is the agent's address.
+func (c *Client) Addr() string { return c.addr }
+
+// ZFS returns typed ZFS operations on the agent's node; capabilities are
+// detected once per client.
+func (c *Client) ZFS() *zfsexec.ZFS { return c.zfs }
+
+// Runner returns a zfsexec.Runner that runs each argv on the agent.
+func (c *Client) Runner() zfsexec.Runner { return remoteRunner{c} }
+
+type remoteRunner struct{ c *Client }
+
+func (r remoteRunner) Run(ctx context.Context, cmd zfsexec.Command) error {
+	return r.c.request(ctx, ChanRun, runRequest{Argv: cmd.Argv}, cmd.Stdin, cmd.Stdout, nil)
+}
+
+// Transfer asks the agent to send req.Send straight to the target agent.
+// progress, if set, is called as progress reports arrive. Cancelling ctx
+// stops both ends.
+func (c *Client) Transfer(ctx context.Context, req TransferRequest, progress func(Progress)) (Result, error) {
+	var res Result
+	err := c.request(ctx, ChanTransfer, req, nil, nil, func(st exitStatus) {
+		res = Result{Bytes: st.Bytes, ElapsedMillis: st.Elapsed}
+	}, withProgress(progress))
+	return res, err
+}
+
+type requestOption func(*requestOpts)
+
+type requestOpts struct{ progress func(Progress) }
+
+func withProgress(f func(Progress)) requestOption {
+	return func(o *requestOpts) { o.progress = f }
+}
+
+// request opens one channel, streams stdin/stdout, and returns the error
+// the exit status describes.
+func (c *Client) request(ctx context.Context, chanType string, payload any, stdin io.Reader, stdout io.Writer, onExit func(exitStatus), opts ...requestOption) error {
+	var o requestOpts
+	for _, f := range opts {
+		f(&o)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ch, reqs, err := c.conn.OpenChannel(chanType, mustJSON(payload))
+	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) && oce.Reason == ssh.Prohibited {
+			return &RefusedError{Reason: oce.Message}
+		}
+		return fmt.Errorf("agent %s: open %s: %w: %w", c.addr, chanType, ErrUnreachable, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = ch.Close() })
+	defer stop()
+	if stdin != nil {
+		go func() {
+			_, _ = io.Copy(ch, stdin)
+			_ = ch.CloseWrite()
+		}()
+	} else {
+		_ = ch.CloseWrite()
+	}
+	status := make(chan *exitStatus, 1)
+	go func() {
+		var got *exitStatus
+		for r := range reqs {
+			switch r.Type {
+			case reqExit:
+				var st exitStatus
+				if json.Unmarshal(r.Payload, &st) == nil {
+					got = &st
+				}
+			case reqProgress:
+				var p Progress
+				if o.progress != nil && json.Unmarshal(r.Payload, &p) == nil {
+					o.progress(p)
+				}
+			}
+			if r.WantReply {
+				_ = r.Reply(false, nil)
+			}
+		}
+		status <- got
+	}()
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	_, copyErr := io.Copy(stdout, ch)
+	if copyErr != nil {
+		_ = ch.Close()
+	}
+	st := <-status
+	_ = ch.Close()
+	if ctx.Err() != nil {
+		return fmt.Errorf("agent %s: %w", c.addr, ctx.Err())
+	}
+	if st == nil {
+		return fmt.Errorf("agent %s: %s ended without a status: %w", c.addr, chanType, ErrUnreachable)
+	}
+	if onExit != nil {
+		onExit(*st)
+	}
+	if copyErr != nil && st.Kind == "" {
+		return fmt.Errorf("agent %s: copy stdout: %w", c.addr, copyErr)
+	}
+	return errorFromStatus(*st)
+}
