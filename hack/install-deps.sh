@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# install-deps.sh: install the Debian packages z8r's tests and demo need,
+# only those missing. Never installs ZFS kernel packages (zfs-dkms,
+# zfsutils-linux): they conflict with zfs-fuse; OpenZFS runs in a qemu guest.
+set -euo pipefail
+[ "$(id -u)" = 0 ] || { echo "install-deps: must run as root" >&2; exit 1; }
+want=(zfs-fuse qemu-system-x86 qemu-utils seabios ipxe-qemu debootstrap busybox-static iproute2 util-linux procps e2fsprogs)
+missing=()
+for p in "${want[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
