@@ -29,5 +29,5 @@ test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 	$(GO) test ./...
 
 .PHONY: test
-test: lint ## Every test: unit, real ZFS, real control plane, end to end.
+test: lint kube-tools ## Every test: unit, real ZFS, real control plane, end to end.
 	$(GO) test -tags $(TEST_TAGS) -count=1 -timeout 50m ./...
