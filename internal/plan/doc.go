@@ -1,0 +1,46 @@
+// Package plan decides what to send to bring one target dataset up to date
+// with its source, from the two sides' snapshot lists alone. It is the z8r
+// counterpart of zrepl's replication/logic/diff, and pure: no I/O.
+//
+// Contract of Compute:
+//
+//   - Snapshots are matched by GUID, never by name. A target snapshot named
+//     like a source snapshot but with another GUID is not common; one with a
+//     different name but the same GUID (renamed) is.
+//   - The base is the newest target snapshot (by the target's createtxg)
+//     whose GUID the source has as a snapshot or a bookmark. When the source
+//     has both, the snapshot is preferred; a bookmark base lets the source
+//     prune the snapshot while keeping the chain (zfs send -i #bookmark).
+//     Target bookmarks are ignored.
+//   - Steps go oldest to newest, one per snapshot to send; each step's From
+//     is the previous step's To, the first one's is the base (nil for a full
+//     send). The snapshots sent are the source snapshots newer (createtxg)
+//     than the base that are Owned, plus foreign ones with
+//     Options.IncludeForeign. A bookmark is never a To. Sending one step per
+//     snapshot (zfs send -i) rather than -I keeps foreign intermediate
+//     snapshots off the target unless asked for.
+//   - Target dataset missing (TargetExists false and no target snapshots):
+//     not an error. The plan is a full send of the newest eligible snapshot
+//     (Plan.Full), or with Options.InitialAll of the oldest eligible one
+//     followed by incrementals through all of them. No eligible snapshot
+//     yet: an empty plan, Base nil.
+//   - Target dataset exists but has no snapshots: by default a conflict
+//     (ErrTargetNotEmpty). A full receive over an existing dataset needs
+//     zfs recv -F, which would silently replace whatever the dataset holds
+//     (the original z8r's mistake). With Options.AllowFullIntoEmpty the plan
+//     is the same as for a missing target, with Plan.IntoExisting set so
+//     the executor knows to force the receive.
+//   - Up to date: not an error; Steps is empty and Base is the newest common
+//     snapshot.
+//   - Conflicts are *ConflictError; errors.Is matches its Kind's sentinel:
+//     ErrNoCommonSnapshot (the target has snapshots, none shares a GUID with
+//     the source), ErrDiverged (the target has snapshots newer than the base
+//     that the source lacks, or was written since its newest snapshot:
+//     Input.TargetModified), ErrTargetNotEmpty (above).
+//   - Diverged describes a divergence for status without planning; its
+//     OnlyOwned tells whether a rollback would destroy only z8r's snapshots,
+//     the precondition for honouring a rollback-diverged policy.
+//
+// Ordering uses createtxg within each side (ZFS's own order); Creation is
+// carried for display. Inputs are not modified.
+package plan

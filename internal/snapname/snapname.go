@@ -1,0 +1,213 @@
+package snapname
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultPrefix is the snapshot name prefix used when none is configured.
+const DefaultPrefix = "z8r"
+
+// User properties z8r sets on the snapshots it creates.
+const (
+	OwnerProp  = "z8r.dev:owner"
+	OwnerValue = "z8r"
+	PolicyProp = "z8r.dev:policy"
+)
+
+// TimeLayout is the UTC timestamp in snapshot names.
+const TimeLayout = "20060102T150405Z"
+
+// MaxPrefixLen bounds the configurable prefix so that a dataset name plus
+// '@' plus a z8r snapshot name stays well within ZFS's 255 characters.
+const MaxPrefixLen = 32
+
+// ErrInvalidPrefix is matched by errors from ValidatePrefix.
+var ErrInvalidPrefix = errors.New("invalid snapshot name prefix")
+
+// ValidatePrefix checks a configured prefix: 1 to MaxPrefixLen characters of
+// [A-Za-z0-9_.:-], beginning with a letter or digit.
+func ValidatePrefix(prefix string) error {
+	if prefix == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidPrefix)
+	}
+	if len(prefix) > MaxPrefixLen {
+		return fmt.Errorf("%w %q: longer than %d characters", ErrInvalidPrefix, prefix, MaxPrefixLen)
+	}
+	if !isAlnum(prefix[0]) {
+		return fmt.Errorf("%w %q: must begin with a letter or digit", ErrInvalidPrefix, prefix)
+	}
+	for i := 0; i < len(prefix); i++ {
+		if !isNameChar(prefix[i]) {
+			return fmt.Errorf("%w %q: character %q is not allowed", ErrInvalidPrefix, prefix, prefix[i])
+		}
+	}
+	return nil
+}
+
+// New returns the short snapshot name (the part after '@') for a snapshot
+// taken at t: prefix-20261126T103000Z, in UTC, truncated to the second.
+// An empty prefix means DefaultPrefix. New does not validate the prefix;
+// callers validate configuration once with ValidatePrefix.
+func New(prefix string, t time.Time) string {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return prefix + "-" + t.UTC().Format(TimeLayout)
+}
+
+// WithSuffix returns name with the collision suffix -n (n >= 1), for a
+// second snapshot in the same second. n < 1 returns name unchanged.
+func WithSuffix(name string, n int) string {
+	if n < 1 {
+		return name
+	}
+	return name + "-" + strconv.Itoa(n)
+}
+
+// Parse splits a short snapshot name made by New (optionally WithSuffix)
+// into its prefix and UTC time. ok is false for any other name. A name that
+// parses is not necessarily z8r's: ownership is IsOwned.
+func Parse(short string) (prefix string, t time.Time, ok bool) {
+	if p, t, ok := parseExact(short); ok {
+		return p, t, true
+	}
+	// Strip a collision suffix -N and try again.
+	i := strings.LastIndexByte(short, '-')
+	if i < 0 || i == len(short)-1 {
+		return "", time.Time{}, false
+	}
+	digits := short[i+1:]
+	if digits[0] == '0' {
+		return "", time.Time{}, false
+	}
+	for j := 0; j < len(digits); j++ {
+		if digits[j] < '0' || digits[j] > '9' {
+			return "", time.Time{}, false
+		}
+	}
+	return parseExact(short[:i])
+}
+
+func parseExact(s string) (string, time.Time, bool) {
+	n := len(TimeLayout)
+	if len(s) < n+2 || s[len(s)-n-1] != '-' {
+		return "", time.Time{}, false
+	}
+	prefix, ts := s[:len(s)-n-1], s[len(s)-n:]
+	if ValidatePrefix(prefix) != nil {
+		return "", time.Time{}, false
+	}
+	t, err := time.Parse(TimeLayout, ts)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return prefix, t.UTC(), true
+}
+
+// IsOwned reports whether a snapshot's user properties mark it as created by
+// z8r.
+func IsOwned(userProps map[string]string) bool {
+	return userProps[OwnerProp] == OwnerValue
+}
+
+// Props returns the user properties to set on a snapshot z8r creates for
+// the given policy (replication) id.
+func Props(policyID string) map[string]string {
+	return map[string]string{OwnerProp: OwnerValue, PolicyProp: policyID}
+}
+
+// Hold tags and bookmarks.
+
+// HoldTagPrefix begins every hold tag z8r places.
+const HoldTagPrefix = "z8r-base-"
+
+// MaxHoldTagLen is the longest tag HoldTag returns. ZFS accepts longer tags;
+// this keeps BookmarkName's result (tag, ':', snapshot) within name limits.
+const MaxHoldTagLen = 96
+
+// readableLen is how much of a target id a hashed tag keeps for humans.
+const readableLen = 40
+
+// HoldTag returns the hold tag that protects targetID's incremental base on
+// the source. Ids of [A-Za-z0-9_.-] that fit are used as they are; any
+// other id (including one with ':', which BookmarkName reserves) is
+// sanitised, shortened and followed by a hash of the full id.
+func HoldTag(targetID string) string {
+	if targetID != "" && len(HoldTagPrefix)+len(targetID) <= MaxHoldTagLen && isLiteralID(targetID) {
+		return HoldTagPrefix + targetID
+	}
+	sum := sha256.Sum256([]byte(targetID))
+	var b strings.Builder
+	b.WriteString(HoldTagPrefix)
+	for i := 0; i < len(targetID) && b.Len() < len(HoldTagPrefix)+readableLen; i++ {
+		c := targetID[i]
+		if !isNameChar(c) || c == ':' {
+			c = '_'
+		}
+		b.WriteByte(c)
+	}
+	if len(targetID) > 0 {
+		b.WriteByte('-')
+	}
+	b.WriteString(hex.EncodeToString(sum[:8]))
+	return b.String()
+}
+
+// IsZ8RHoldTag reports whether tag is one z8r places (HoldTag's form).
+func IsZ8RHoldTag(tag string) bool {
+	if !strings.HasPrefix(tag, HoldTagPrefix) || len(tag) == len(HoldTagPrefix) || len(tag) > MaxHoldTagLen {
+		return false
+	}
+	return isLiteralID(tag[len(HoldTagPrefix):])
+}
+
+// BookmarkName returns the short bookmark name (after '#') that protects
+// snapShort as targetID's incremental base: HoldTag(targetID)+":"+snapShort.
+func BookmarkName(targetID, snapShort string) string {
+	return HoldTag(targetID) + ":" + snapShort
+}
+
+// ParseBookmarkName splits a bookmark name made by BookmarkName into the
+// target's hold tag and the snapshot name. ok is false for other names.
+func ParseBookmarkName(short string) (tag, snapShort string, ok bool) {
+	i := strings.IndexByte(short, ':')
+	if i < 0 || i == len(short)-1 {
+		return "", "", false
+	}
+	tag, snapShort = short[:i], short[i+1:]
+	if !IsZ8RHoldTag(tag) {
+		return "", "", false
+	}
+	return tag, snapShort, true
+}
+
+// IsZ8RBookmark reports whether a short bookmark name is one z8r creates.
+func IsZ8RBookmark(short string) bool {
+	_, _, ok := ParseBookmarkName(short)
+	return ok
+}
+
+func isLiteralID(id string) bool {
+	for i := 0; i < len(id); i++ {
+		if !isNameChar(id[i]) || id[i] == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+// isNameChar is the character set ZFS allows in name components (z8r
+// excludes the space).
+func isNameChar(c byte) bool {
+	return isAlnum(c) || c == '-' || c == '_' || c == '.' || c == ':'
+}
