@@ -16,9 +16,15 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 	"github.com/z8r-project/z8r/internal/agent"
+	"github.com/z8r-project/z8r/internal/nodepublish"
 	"github.com/z8r-project/z8r/zfsexec"
 )
 
@@ -34,6 +40,10 @@ func main() {
 		printHostKey   = flag.Bool("print-host-key", false, "print the public host key (creating it if needed) and exit")
 		progressEvery  = flag.Duration("progress-interval", time.Second, "how often transfers report progress")
 		commandLog     = flag.String("command-log", "", "append the argv of every command the agent starts to this file (audit)")
+		publish        = flag.Bool("publish", true, "publish this node's ZFSNode status through the Kubernetes API")
+		kubeconfig     = flag.String("kubeconfig", "", "kubeconfig for publishing (default: in-cluster config)")
+		advertise      = flag.String("advertise-address", "", "host:port other nodes and the controller use to reach this agent (default: $POD_IP with the listen port)")
+		publishEvery   = flag.Duration("publish-interval", 30*time.Second, "how often to refresh the ZFSNode status")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -89,6 +99,26 @@ func main() {
 	log.Info("agent listening", "addr", l.Addr().String(), "hostKey", ssh.FingerprintSHA256(hostKey.PublicKey()), "pools", *pools)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *publish {
+		addr := *advertise
+		if addr == "" {
+			_, port, _ := net.SplitHostPort(l.Addr().String())
+			addr = net.JoinHostPort(os.Getenv("POD_IP"), port)
+		}
+		cfg, err := restConfig(*kubeconfig)
+		if err != nil {
+			fail(log, err, "kubernetes client config")
+		}
+		scheme := runtime.NewScheme()
+		_ = z8rv1.AddToScheme(scheme)
+		c, err := client.New(cfg, client.Options{Scheme: scheme})
+		if err != nil {
+			fail(log, err, "kubernetes client")
+		}
+		p := &nodepublish.Publisher{Client: c, Node: *nodeName, Address: addr, HostKey: hostKey.PublicKey(),
+			Pools: strings.Split(*pools, ","), ZFS: zfsexec.New(runner), Interval: *publishEvery, Log: log.WithName("publish")}
+		go p.Run(ctx)
+	}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()
@@ -97,6 +127,13 @@ func main() {
 		fail(log, err, "serve")
 	}
 	log.Info("agent stopped")
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return rest.InClusterConfig()
 }
 
 func fail(log logr.Logger, err error, msg string) {

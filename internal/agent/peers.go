@@ -14,8 +14,9 @@ type Peers struct {
 	key  ssh.Signer
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
-	mu    sync.Mutex
-	conns map[string]*Client
+	dialMu sync.Mutex
+	mu     sync.Mutex
+	conns  map[string]*Client
 }
 
 // NewPeers returns a pool that dials with key.
@@ -27,9 +28,13 @@ func peerKey(addr string, hostKey ssh.PublicKey) string {
 	return addr + " " + ssh.FingerprintSHA256(hostKey)
 }
 
-// Get returns an open client for addr that verified hostKey.
+// Get returns an open client for addr that verified hostKey. Concurrent
+// transfers to one target share a connection: dialing is serialized, and a
+// live connection is never replaced.
 func (p *Peers) Get(ctx context.Context, addr string, hostKey ssh.PublicKey) (*Client, error) {
 	k := peerKey(addr, hostKey)
+	p.dialMu.Lock()
+	defer p.dialMu.Unlock()
 	p.mu.Lock()
 	c := p.conns[k]
 	p.mu.Unlock()
@@ -45,22 +50,21 @@ func (p *Peers) Get(ctx context.Context, addr string, hostKey ssh.PublicKey) (*C
 		return nil, err
 	}
 	p.mu.Lock()
-	if old := p.conns[k]; old != nil && old != c {
-		_ = old.Close()
-	}
 	p.conns[k] = c
 	p.mu.Unlock()
 	return c, nil
 }
 
-// Drop closes and forgets the connection to addr.
-func (p *Peers) Drop(addr string, hostKey ssh.PublicKey) {
+// Drop closes and forgets c if it is still the pooled connection to addr.
+func (p *Peers) Drop(addr string, hostKey ssh.PublicKey, c *Client) {
 	k := peerKey(addr, hostKey)
 	p.mu.Lock()
-	c := p.conns[k]
-	delete(p.conns, k)
+	cur := p.conns[k]
+	if cur == c {
+		delete(p.conns, k)
+	}
 	p.mu.Unlock()
-	if c != nil {
+	if cur == c && c != nil {
 		_ = c.Close()
 	}
 }

@@ -307,7 +307,7 @@ func (s *Server) transfer(ctx context.Context, req TransferRequest, hostKey ssh.
 	close(done)
 	if err != nil && isConnErr(err) {
 		// The peer connection broke; drop it so the next transfer redials.
-		s.peers.Drop(req.TargetAddr, hostKey)
+		s.peers.Drop(req.TargetAddr, hostKey, peer)
 	}
 	return Result{Bytes: n, ElapsedMillis: time.Since(start).Milliseconds()}, err
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"github.com/z8r-project/z8r/internal/testbed/tb"
 	"net"
 	"os"
 	"os/exec"
@@ -13,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -29,7 +29,7 @@ var (
 )
 
 // Binary builds cmd/z8r-agent once per test process and returns its path.
-func Binary(t testing.TB) string {
+func Binary(t tb.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		root, err := zfsnodes.ModuleRoot()
@@ -65,7 +65,7 @@ type Keys struct {
 }
 
 // NewKeys generates keys into a temporary folder.
-func NewKeys(t testing.TB) *Keys {
+func NewKeys(t tb.TB) *Keys {
 	t.Helper()
 	dir := t.TempDir()
 	k := &Keys{Dir: dir}
@@ -78,7 +78,7 @@ func NewKeys(t testing.TB) *Keys {
 	return k
 }
 
-func writeKey(t testing.TB, path string) ssh.Signer {
+func writeKey(t tb.TB, path string) ssh.Signer {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +106,9 @@ type Options struct {
 	Addr string
 	// Pools the agent may touch; default: the node's pools.
 	Pools []string
+	// Kubeconfig, when set, makes the agent publish its ZFSNode through
+	// that API server; otherwise publishing is off.
+	Kubeconfig string
 	// ExtraArgs are appended to the command line.
 	ExtraArgs []string
 }
@@ -117,7 +120,7 @@ type Agent struct {
 	HostKey ssh.PublicKey
 	LogPath string
 
-	t    testing.TB
+	t    tb.TB
 	argv []string
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -125,7 +128,7 @@ type Agent struct {
 }
 
 // Start starts an agent on node.
-func Start(t testing.TB, node *zfsnodes.Node, keys *Keys, opts Options) *Agent {
+func Start(t tb.TB, node *zfsnodes.Node, keys *Keys, opts Options) *Agent {
 	t.Helper()
 	bin := Binary(t)
 	pools := opts.Pools
@@ -146,6 +149,11 @@ func Start(t testing.TB, node *zfsnodes.Node, keys *Keys, opts Options) *Agent {
 		"--client-key", filepath.Join(keys.Dir, "agent-peer"),
 		"--zap-log-level", "debug",
 	}
+	if opts.Kubeconfig != "" {
+		args = append(args, "--kubeconfig", opts.Kubeconfig, "--advertise-address", opts.Addr, "--publish-interval", "2s")
+	} else {
+		args = append(args, "--publish=false")
+	}
 	args = append(args, opts.ExtraArgs...)
 	out, err := exec.Command(bin, "--host-key", hostKeyPath, "--print-host-key").Output()
 	if err != nil {
@@ -157,7 +165,18 @@ func Start(t testing.TB, node *zfsnodes.Node, keys *Keys, opts Options) *Agent {
 	}
 	a := &Agent{Node: node, Addr: opts.Addr, HostKey: hk, LogPath: filepath.Join(stateDir, "agent.log"),
 		t: t, argv: append(node.Prefix(), args...)}
-	t.Cleanup(func() { a.Stop() })
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(a.LogPath); err == nil {
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				if len(lines) > 40 {
+					lines = lines[len(lines)-40:]
+				}
+				t.Logf("agentproc: last lines of the agent on %s:\n%s", node.Name, strings.Join(lines, "\n"))
+			}
+		}
+	})
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +286,7 @@ func (a *Agent) Args() []string { return a.argv }
 
 // RotateHostKey stops the agent, replaces its host key with a new one (as
 // a reinstalled node would have), starts it again and returns the new key.
-func (a *Agent) RotateHostKey(t testing.TB) ssh.PublicKey {
+func (a *Agent) RotateHostKey(t tb.TB) ssh.PublicKey {
 	t.Helper()
 	a.Stop()
 	var path string

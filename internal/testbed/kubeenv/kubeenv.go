@@ -5,13 +5,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/testbed/tb"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -96,7 +97,7 @@ type Env struct {
 // Start starts kube-apiserver and etcd with envtest, installs the CRDs and, if asked,
 // starts snapshot-controller. It fails the test (never skips it) when anything is
 // missing, and registers a cleanup that stops every process it started.
-func Start(t testing.TB, opts Options) *Env {
+func Start(t tb.TB, opts Options) *Env {
 	t.Helper()
 	began := time.Now()
 
@@ -171,6 +172,9 @@ func (e *Env) start(root, setpriv string, opts Options) error {
 	}
 	if err := snapshotv1.AddToScheme(e.Scheme); err != nil {
 		return fmt.Errorf("add snapshot.storage.k8s.io/v1 to the scheme: %w", err)
+	}
+	if err := z8rv1.AddToScheme(e.Scheme); err != nil {
+		return fmt.Errorf("add z8r.dev/v1alpha1 to the scheme: %w", err)
 	}
 
 	e.Environment = &envtest.Environment{
@@ -384,7 +388,7 @@ func closeAll(files []*os.File) {
 }
 
 // logTails writes the end of each process log to the test log.
-func (e *Env) logTails(t testing.TB) {
+func (e *Env) logTails(t tb.TB) {
 	for _, name := range []string{BinEtcd, BinAPIServer, BinSnapshotController} {
 		path := filepath.Join(e.logDir, name+".log")
 		lines, err := tail(path, logTailLines)

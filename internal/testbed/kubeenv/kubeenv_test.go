@@ -27,6 +27,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
+	"github.com/z8r-project/z8r/internal/testbed/tb"
 )
 
 const (
@@ -45,6 +46,10 @@ const (
 func TestMain(m *testing.M) {
 	// Silences controller-runtime's warning that no logger was set; envtest logs little.
 	ctrllog.SetLogger(logr.Discard())
+	if mode := os.Getenv(helperModeEnv); mode != "" {
+		helperProcess(mode)
+		return
+	}
 	os.Exit(m.Run())
 }
 
@@ -237,37 +242,37 @@ func TestEnv_DeadTestBinaryLeavesNoProcess(t *testing.T) {
 	}
 }
 
-// TestEnv_HelperProcess is the test binary that TestEnv_DeadTestBinaryLeavesNoProcess
-// runs and kills. It does nothing in a normal run.
-func TestEnv_HelperProcess(t *testing.T) {
-	mode := os.Getenv(helperModeEnv)
-	if mode == "" {
-		t.Skip("helper for TestEnv_DeadTestBinaryLeavesNoProcess")
-	}
-	e := kubeenv.Start(t, kubeenv.Options{SnapshotController: true})
+// helperProcess is what the test binary does when TestEnv_DeadTestBinaryLeavesNoProcess
+// runs it with helperModeEnv set (TestMain dispatches here, so a normal run has no
+// helper test to skip): start an Env, report its processes, then die as mode says.
+func helperProcess(mode string) {
+	p := &tb.Program{}
+	e := kubeenv.Start(p, kubeenv.Options{SnapshotController: true})
 	procs, err := e.Processes()
 	if err != nil {
-		t.Fatalf("list processes: %v", err)
+		p.Fatalf("list processes: %v", err)
 	}
-	for _, p := range procs {
-		fmt.Printf("%s %s %d\n", helperProcessLinePrefx, p.Name, p.PID)
+	for _, proc := range procs {
+		fmt.Printf("%s %s %d\n", helperProcessLinePrefx, proc.Name, proc.PID)
 	}
 	fmt.Println(helperReadyLine)
 	switch mode {
 	case "panic-in-test":
+		// Like a test that panics: its cleanups run, then the panic ends it.
+		defer p.Close()
 		panic("kubeenv test helper: panic in the test goroutine")
 	case "panic-in-goroutine":
 		go func() { panic("kubeenv test helper: panic in another goroutine") }()
 	}
 	time.Sleep(time.Minute) // until killed or crashed
-	t.Fatalf("helper mode %q did not end the process", mode)
+	p.Fatalf("helper mode %q did not end the process", mode)
 }
 
-// runHelper runs TestEnv_HelperProcess in mode, kills it once its Env is up for mode
+// runHelper runs the test binary as helperProcess in mode, kills it once its Env is up for mode
 // "sigkill", waits for it to end and returns the processes it reported and its output.
 func runHelper(t *testing.T, mode string) ([]kubeenv.Process, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestEnv_HelperProcess$", "-test.count=1", "-test.v", "-test.timeout=3m")
+	cmd := exec.Command(os.Args[0])
 	// The helper's temporary folders (etcd data, certificates) land in this test's, which
 	// is removed even when the helper dies without its cleanups.
 	cmd.Env = append(os.Environ(), helperModeEnv+"="+mode, "TMPDIR="+t.TempDir())

@@ -1,8 +1,9 @@
 package kubeenv
 
 import (
+	"context"
+	"github.com/z8r-project/z8r/internal/testbed/tb"
 	"maps"
-	"testing"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -133,16 +134,16 @@ func VolumeSnapshot(namespace, name, class, pvc string) *snapshotv1.VolumeSnapsh
 }
 
 // Create creates obj or fails the test.
-func (e *Env) Create(t testing.TB, obj client.Object) {
+func (e *Env) Create(t tb.TB, obj client.Object) {
 	t.Helper()
-	if err := e.Client.Create(t.Context(), obj); err != nil {
+	if err := e.Client.Create(context.Background(), obj); err != nil {
 		t.Fatalf("kubeenv: create %T %s: %v", obj, client.ObjectKeyFromObject(obj), err)
 	}
 }
 
 // CreateNamespace creates a namespace with a generated name starting with prefix and
 // returns its name.
-func (e *Env) CreateNamespace(t testing.TB, prefix string) string {
+func (e *Env) CreateNamespace(t tb.TB, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	e.Create(t, ns)
@@ -154,9 +155,9 @@ func (e *Env) CreateNamespace(t testing.TB, prefix string) string {
 // pvc.spec.volumeName at pv, and both have status.phase Bound, set through the status
 // subresource. Status writes retry on conflict, since the snapshot-controller updates
 // PVCs too. pv and pvc are updated in place.
-func (e *Env) CreateBound(t testing.TB, pv *corev1.PersistentVolume, pvc *corev1.PersistentVolumeClaim) {
+func (e *Env) CreateBound(t tb.TB, pv *corev1.PersistentVolume, pvc *corev1.PersistentVolumeClaim) {
 	t.Helper()
-	ctx := t.Context()
+	ctx := context.Background()
 	pvc.Spec.VolumeName = pv.Name
 	if pvc.Annotations == nil {
 		pvc.Annotations = map[string]string{}
@@ -199,7 +200,7 @@ func (e *Env) CreateBound(t testing.TB, pv *corev1.PersistentVolume, pvc *corev1
 }
 
 // CreateNode creates Node(name, labels, annotations) and returns it.
-func (e *Env) CreateNode(t testing.TB, name string, labels, annotations map[string]string) *corev1.Node {
+func (e *Env) CreateNode(t tb.TB, name string, labels, annotations map[string]string) *corev1.Node {
 	t.Helper()
 	n := Node(name, labels, annotations)
 	e.Create(t, n)

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/z8r-project/z8r/internal/testbed/tb"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -12,7 +14,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"testing"
 
 	"golang.org/x/sys/unix"
 )
@@ -42,7 +43,7 @@ func ip(args ...string) error {
 }
 
 // New creates a hub and one namespace per node name.
-func New(t testing.TB, names ...string) *Network {
+func New(t tb.TB, names ...string) *Network {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("netns: needs root")
@@ -189,4 +190,78 @@ func DialIn(ctx context.Context, nsPath, network, addr string) (net.Conn, error)
 	}()
 	r := <-ch
 	return r.c, r.err
+}
+
+// ListenIn opens a TCP listener inside the network namespace at nsPath.
+func ListenIn(nsPath, addr string) (net.Listener, error) {
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- result{err: err}
+			runtime.UnlockOSThread()
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(nsPath)
+		if err != nil {
+			ch <- result{err: err}
+			runtime.UnlockOSThread()
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns: %w", err)}
+			runtime.UnlockOSThread()
+			return
+		}
+		l, err := net.Listen("tcp", addr)
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{l, err}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{l, err}
+	}()
+	r := <-ch
+	return r.l, r.err
+}
+
+// Forward makes target (an address in the test process's own network, such
+// as envtest's apiserver on 127.0.0.1) reachable from the nodes at
+// hubPort on the hub's bridge address. It returns that address.
+func (n *Network) Forward(t tb.TB, hubPort int, target string) string {
+	t.Helper()
+	addr := net.JoinHostPort(Subnet+".1", strconv.Itoa(hubPort))
+	l, err := ListenIn(filepath.Join("/run/netns", n.Hub), addr)
+	if err != nil {
+		t.Fatalf("netns: listen in hub: %v", err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(u, c); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, u); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return addr
 }

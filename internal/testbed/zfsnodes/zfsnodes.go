@@ -5,12 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/z8r-project/z8r/internal/testbed/tb"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/z8r-project/z8r/zfsexec"
@@ -76,7 +76,7 @@ func ModuleRoot() (string, error) {
 
 // Start starts one node per name, each with opts.Pools, and registers their
 // teardown with t.Cleanup.
-func Start(t testing.TB, opts Options, names ...string) []*Node {
+func Start(t tb.TB, opts Options, names ...string) []*Node {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("zfsnodes: real ZFS tests need root (zfs-fuse needs /dev/fuse and namespaces)")

@@ -1,0 +1,153 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DatasetReplicationSpec says where a dataset is snapshotted and where its
+// snapshots go.
+type DatasetReplicationSpec struct {
+	// Source is the dataset that is snapshotted.
+	Source DatasetRef `json:"source"`
+	// Targets receive the snapshots, each into its own dataset.
+	// +optional
+	Targets []ReplicationTarget `json:"targets,omitempty"`
+	// Schedule for z8r's snapshots: a duration ("6h") or a 5-field cron
+	// expression. Default 6h.
+	// +optional
+	Schedule string `json:"schedule,omitempty"`
+	// Retention of z8r's snapshots on the source, e.g.
+	// "1x1d(keep=all) | 7x1d | 4x1w" or "last=10". Only snapshots z8r
+	// created are ever pruned, and never a target's incremental base.
+	// +optional
+	Retention string `json:"retention,omitempty"`
+	// IncludeForeign also replicates snapshots z8r did not create.
+	// +optional
+	IncludeForeign bool `json:"includeForeign,omitempty"`
+	// Suspend stops snapshots and transfers without forgetting state.
+	// +optional
+	Suspend bool `json:"suspend,omitempty"`
+}
+
+// DatasetRef names a dataset on a node.
+type DatasetRef struct {
+	Node    string `json:"node"`
+	Dataset string `json:"dataset"`
+}
+
+// ReplicationTarget is one replica.
+type ReplicationTarget struct {
+	Node string `json:"node"`
+	// Dataset on the target node; default: the source dataset's name.
+	// +optional
+	Dataset string `json:"dataset,omitempty"`
+	// Retention on the target; default: the source's retention.
+	// +optional
+	Retention string `json:"retention,omitempty"`
+	// RollbackDiverged allows z8r to roll a diverged target back to the
+	// last common snapshot, destroying only snapshots z8r created there.
+	// Default false: a diverged target is reported and left untouched.
+	// +optional
+	RollbackDiverged bool `json:"rollbackDiverged,omitempty"`
+}
+
+// Target states.
+const (
+	TargetPending  = "Pending"
+	TargetSyncing  = "Syncing"
+	TargetSynced   = "Synced"
+	TargetBehind   = "Behind"
+	TargetDiverged = "Diverged"
+	TargetFailed   = "Failed"
+)
+
+// TargetStatus is how far one target is.
+type TargetStatus struct {
+	Node    string `json:"node"`
+	Dataset string `json:"dataset"`
+	// State is Pending, Syncing, Synced, Behind, Diverged or Failed.
+	State string `json:"state"`
+	// LastSnapshot is the newest snapshot the target has (short name).
+	LastSnapshot string `json:"lastSnapshot,omitempty"`
+	// LastSnapshotGUID is its GUID.
+	LastSnapshotGUID string `json:"lastSnapshotGUID,omitempty"`
+	// SnapshotsBehind counts source snapshots to send that the target lacks.
+	SnapshotsBehind int `json:"snapshotsBehind"`
+	// LastSyncTime is when the last transfer to this target succeeded.
+	LastSyncTime *metav1.Time `json:"lastSyncTime,omitempty"`
+	// LastSyncDuration is how long that sync took.
+	LastSyncDuration *metav1.Duration `json:"lastSyncDuration,omitempty"`
+	// LastSyncBytes is the stream size of that sync.
+	LastSyncBytes int64 `json:"lastSyncBytes,omitempty"`
+	// LastSyncKind is "full" or "incremental".
+	LastSyncKind string `json:"lastSyncKind,omitempty"`
+	// ProtectedBase is the source snapshot held for this target.
+	ProtectedBase string `json:"protectedBase,omitempty"`
+	// ConsecutiveFailures drives the retry backoff.
+	ConsecutiveFailures int `json:"consecutiveFailures,omitempty"`
+	// LastError is the last failure, if the target is not Synced.
+	LastError string `json:"lastError,omitempty"`
+}
+
+// DatasetReplicationStatus is the state of the source and every target.
+type DatasetReplicationStatus struct {
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// LastSnapshot is the newest z8r snapshot on the source (short name).
+	LastSnapshot string `json:"lastSnapshot,omitempty"`
+	// LastSnapshotTime is when it was taken.
+	LastSnapshotTime *metav1.Time `json:"lastSnapshotTime,omitempty"`
+	// NextSnapshotTime is when the schedule takes the next one.
+	NextSnapshotTime *metav1.Time `json:"nextSnapshotTime,omitempty"`
+	// State summarises the targets: Synced when all are, else the worst.
+	State string `json:"state,omitempty"`
+	// TargetsSummary is "synced/total", for kubectl.
+	TargetsSummary string `json:"targetsSummary,omitempty"`
+	// MaxSnapshotsBehind is the largest SnapshotsBehind of any target.
+	MaxSnapshotsBehind int `json:"maxSnapshotsBehind"`
+	// Targets, one per spec target.
+	Targets []TargetStatus `json:"targets,omitempty"`
+	// Conditions: Ready, Synchronizing.
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// DatasetReplication keeps a dataset snapshotted and replicated.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=dsrep
+// +kubebuilder:printcolumn:name="Source-Node",type=string,JSONPath=`.spec.source.node`
+// +kubebuilder:printcolumn:name="Dataset",type=string,JSONPath=`.spec.source.dataset`
+// +kubebuilder:printcolumn:name="Targets",type=string,JSONPath=`.status.targetsSummary`
+// +kubebuilder:printcolumn:name="Last-Snapshot",type=string,JSONPath=`.status.lastSnapshot`
+// +kubebuilder:printcolumn:name="Behind",type=integer,JSONPath=`.status.maxSnapshotsBehind`
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
+// +kubebuilder:printcolumn:name="Next",type=date,JSONPath=`.status.nextSnapshotTime`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type DatasetReplication struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   DatasetReplicationSpec   `json:"spec,omitempty"`
+	Status DatasetReplicationStatus `json:"status,omitempty"`
+}
+
+// DatasetReplicationList is a list of DatasetReplications.
+//
+// +kubebuilder:object:root=true
+type DatasetReplicationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []DatasetReplication `json:"items"`
+}
+
+// Labels and annotations the controller sets on objects it manages.
+const (
+	// LabelManagedBy marks DatasetReplications generated from annotations.
+	LabelManagedBy = "z8r.dev/managed-by"
+	// ManagedByNodeAnnotations is its value for node annotations.
+	ManagedByNodeAnnotations = "node-annotations"
+)
+
+func init() {
+	SchemeBuilder.Register(&DatasetReplication{}, &DatasetReplicationList{})
+}

@@ -1,0 +1,87 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ZFSNodeSpec is written by the controller and by administrators, never by
+// the agent.
+type ZFSNodeSpec struct {
+	// PinnedHostKey is the agent host key z8r trusts for this node, in
+	// authorized_keys format. The controller sets it on first use; after
+	// that a different key published by the agent is refused until an
+	// administrator copies it here (`kubectl z8r approve-hostkey NODE`).
+	// +optional
+	PinnedHostKey string `json:"pinnedHostKey,omitempty"`
+}
+
+// ZFSNodeStatus is published by the node's agent.
+type ZFSNodeStatus struct {
+	// Address is the agent's SSH endpoint, host:port.
+	Address string `json:"address,omitempty"`
+	// HostKey is the agent's public host key, in authorized_keys format.
+	HostKey string `json:"hostKey,omitempty"`
+	// HostKeyFingerprint is the SHA256 fingerprint of HostKey.
+	HostKeyFingerprint string `json:"hostKeyFingerprint,omitempty"`
+	// Pools the agent may touch.
+	Pools []string `json:"pools,omitempty"`
+	// PoolsSummary is Pools joined by commas, for kubectl columns.
+	PoolsSummary string `json:"poolsSummary,omitempty"`
+	// Implementation is "openzfs" or "zfs-fuse".
+	Implementation string `json:"implementation,omitempty"`
+	// ZFSVersion is e.g. "2.3.2", or "pool-v23" for zfs-fuse.
+	ZFSVersion string `json:"zfsVersion,omitempty"`
+	// Capabilities lists optional features: bookmarks, resume, raw-send, ...
+	Capabilities []string `json:"capabilities,omitempty"`
+	// CapabilitiesSummary is Capabilities joined by commas.
+	CapabilitiesSummary string `json:"capabilitiesSummary,omitempty"`
+	// Ready is true while the agent serves and its ZFS answers.
+	Ready bool `json:"ready"`
+	// LastHeartbeatTime is when the agent last refreshed this status.
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+	// Message explains Ready=false.
+	Message string `json:"message,omitempty"`
+	// Conditions: HostKeyTrusted (set by the controller).
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// ZFSNode is one node's ZFS agent.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=zn
+// +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`
+// +kubebuilder:printcolumn:name="Pools",type=string,JSONPath=`.status.poolsSummary`
+// +kubebuilder:printcolumn:name="ZFS",type=string,JSONPath=`.status.zfsVersion`
+// +kubebuilder:printcolumn:name="Capabilities",type=string,JSONPath=`.status.capabilitiesSummary`
+// +kubebuilder:printcolumn:name="Ready",type=boolean,JSONPath=`.status.ready`
+// +kubebuilder:printcolumn:name="Host-Key",type=string,JSONPath=`.status.hostKeyFingerprint`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type ZFSNode struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   ZFSNodeSpec   `json:"spec,omitempty"`
+	Status ZFSNodeStatus `json:"status,omitempty"`
+}
+
+// ZFSNodeList is a list of ZFSNodes.
+//
+// +kubebuilder:object:root=true
+type ZFSNodeList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ZFSNode `json:"items"`
+}
+
+// Condition types and reasons on ZFSNode.
+const (
+	ConditionHostKeyTrusted = "HostKeyTrusted"
+	ReasonPinnedOnFirstUse  = "PinnedOnFirstUse"
+	ReasonHostKeyMatches    = "HostKeyMatches"
+	ReasonHostKeyChanged    = "HostKeyChanged"
+)
+
+func init() {
+	SchemeBuilder.Register(&ZFSNode{}, &ZFSNodeList{})
+}

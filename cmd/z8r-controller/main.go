@@ -1,0 +1,76 @@
+// Command z8r-controller runs z8r's reconcilers (leader-elected): node
+// annotations to DatasetReplications, scheduled snapshots, replication,
+// retention, and agent host-key pinning.
+package main
+
+import (
+	"flag"
+	"os"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/controllers"
+	"github.com/z8r-project/z8r/internal/agent"
+	"github.com/z8r-project/z8r/internal/schedule"
+)
+
+func main() {
+	var (
+		metricsAddr = flag.String("metrics-bind-address", ":8080", "Prometheus metrics address (0 disables)")
+		probeAddr   = flag.String("health-probe-bind-address", ":8081", "health and readiness probe address")
+		leaderElect = flag.Bool("leader-elect", true, "elect a leader so only one controller acts at a time")
+		leaderNS    = flag.String("leader-election-namespace", "", "namespace of the leader lease (default: the pod's)")
+		sshKey      = flag.String("ssh-key", "/etc/z8r/controller-key/id_ed25519", "private key the controller presents to node agents")
+		prefix      = flag.String("snapshot-prefix", "z8r", "name prefix of the snapshots z8r takes")
+	)
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = z8rv1.AddToScheme(scheme)
+	_ = corev1.AddToScheme(scheme)
+
+	signer, err := agent.LoadKey(*sshKey)
+	if err != nil {
+		log.Error(err, "load controller key")
+		os.Exit(1)
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress:  *probeAddr,
+		LeaderElection:          *leaderElect,
+		LeaderElectionID:        "z8r-controller.z8r.dev",
+		LeaderElectionNamespace: *leaderNS,
+	})
+	if err != nil {
+		log.Error(err, "create manager")
+		os.Exit(1)
+	}
+	if err := controllers.Setup(mgr, controllers.Config{
+		Agents:         &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
+		Clock:          schedule.RealClock{},
+		SnapshotPrefix: *prefix,
+	}); err != nil {
+		log.Error(err, "set up controllers")
+		os.Exit(1)
+	}
+	_ = mgr.AddHealthzCheck("healthz", healthz.Ping)
+	_ = mgr.AddReadyzCheck("readyz", healthz.Ping)
+	log.Info("starting controller")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,169 @@
+package controllers
+
+import (
+	"context"
+	"reflect"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/policy"
+)
+
+// policyKey is the single work item: the policy is a function of every
+// node's annotations at once (a master and its replicas live on different
+// nodes).
+var policyKey = reconcile.Request{NamespacedName: types.NamespacedName{Name: "node-annotations"}}
+
+// NodePolicyReconciler turns node labels and annotations into
+// DatasetReplications labelled z8r.dev/managed-by=node-annotations.
+type NodePolicyReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+
+	skipNameValidation bool
+}
+
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile implements reconcile.Reconciler.
+func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	log := logf.FromContext(ctx)
+	var nodes corev1.NodeList
+	if err := r.Client.List(ctx, &nodes); err != nil {
+		return reconcile.Result{}, err
+	}
+	in := make([]policy.Node, 0, len(nodes.Items))
+	byName := map[string]*corev1.Node{}
+	for i := range nodes.Items {
+		n := &nodes.Items[i]
+		byName[n.Name] = n
+		in = append(in, policy.Node{Name: n.Name, Labels: n.Labels, Annotations: n.Annotations})
+	}
+	reps, problems := policy.Parse(in)
+	for _, p := range problems {
+		n := byName[p.Node]
+		if n == nil {
+			continue
+		}
+		reason := z8rv1.EventAnnotationWarning
+		if p.Rejected {
+			reason = z8rv1.EventInvalidAnnotation
+		}
+		r.Recorder.Eventf(n, nil, corev1.EventTypeWarning, reason, "Validate", "%s", p.String())
+		log.Info("node annotation problem", "node", p.Node, "key", p.Key, "value", p.Value, "message", p.Message, "rejected", p.Rejected)
+	}
+	rejected := map[string]bool{}
+	for _, n := range policy.RejectedNodes(problems) {
+		rejected[n] = true
+	}
+
+	var existing z8rv1.DatasetReplicationList
+	if err := r.Client.List(ctx, &existing, client.MatchingLabels{z8rv1.LabelManagedBy: z8rv1.ManagedByNodeAnnotations}); err != nil {
+		return reconcile.Result{}, err
+	}
+	current := map[string]*z8rv1.DatasetReplication{}
+	for i := range existing.Items {
+		current[existing.Items[i].Name] = &existing.Items[i]
+	}
+	wanted := map[string]bool{}
+	for _, rep := range reps {
+		wanted[rep.ID] = true
+		spec := specFor(rep)
+		if cur, ok := current[rep.ID]; ok {
+			if involvesRejected(cur, rejected) {
+				continue // frozen until its nodes' annotations are fixed
+			}
+			if reflect.DeepEqual(cur.Spec, spec) {
+				continue
+			}
+			cur.Spec = spec
+			if err := r.Client.Update(ctx, cur); err != nil {
+				return reconcile.Result{}, err
+			}
+			log.Info("updated replication from node annotations", "replication", rep.ID)
+			continue
+		}
+		dr := &z8rv1.DatasetReplication{
+			ObjectMeta: metav1.ObjectMeta{Name: rep.ID, Labels: map[string]string{z8rv1.LabelManagedBy: z8rv1.ManagedByNodeAnnotations}},
+			Spec:       spec,
+		}
+		if err := r.Client.Create(ctx, dr); err != nil && !apierrors.IsAlreadyExists(err) {
+			return reconcile.Result{}, err
+		}
+		log.Info("created replication from node annotations", "replication", rep.ID, "node", rep.SourceNode, "dataset", rep.SourceDataset)
+		if n := byName[rep.SourceNode]; n != nil {
+			r.Recorder.Eventf(n, nil, corev1.EventTypeNormal, z8rv1.EventReplicationGenerated, "Configure",
+				"replicating %s to %d target(s) as DatasetReplication %s", rep.SourceDataset, len(rep.Targets), rep.ID)
+		}
+	}
+	for name, cur := range current {
+		if wanted[name] || involvesRejected(cur, rejected) {
+			continue
+		}
+		if err := r.Client.Delete(ctx, cur); err != nil && !apierrors.IsNotFound(err) {
+			return reconcile.Result{}, err
+		}
+		log.Info("deleted replication no longer annotated", "replication", name)
+	}
+	return reconcile.Result{}, nil
+}
+
+func involvesRejected(dr *z8rv1.DatasetReplication, rejected map[string]bool) bool {
+	if rejected[dr.Spec.Source.Node] {
+		return true
+	}
+	for _, t := range dr.Spec.Targets {
+		if rejected[t.Node] {
+			return true
+		}
+	}
+	return false
+}
+
+func specFor(rep policy.Replication) z8rv1.DatasetReplicationSpec {
+	spec := z8rv1.DatasetReplicationSpec{
+		Source:         z8rv1.DatasetRef{Node: rep.SourceNode, Dataset: rep.SourceDataset},
+		Schedule:       rep.Schedule,
+		Retention:      rep.Retention,
+		IncludeForeign: rep.IncludeForeign,
+	}
+	for _, t := range rep.Targets {
+		spec.Targets = append(spec.Targets, z8rv1.ReplicationTarget{
+			Node: t.Node, Dataset: t.Dataset, Retention: t.Retention, RollbackDiverged: t.RollbackDiverged,
+		})
+	}
+	return spec
+}
+
+// SetupWithManager registers the reconciler: every Node event, and every
+// change to a managed DatasetReplication (so a hand edit is reverted),
+// enqueues the single policy key.
+func (r *NodePolicyReconciler) SetupWithManager(mgr manager.Manager) error {
+	toPolicy := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{policyKey}
+	})
+	managed := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[z8rv1.LabelManagedBy] == z8rv1.ManagedByNodeAnnotations
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("nodepolicy").
+		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).
+		Watches(&corev1.Node{}, toPolicy).
+		Watches(&z8rv1.DatasetReplication{}, toPolicy,
+			builder.WithPredicates(managed, predicate.GenerationChangedPredicate{})).
+		Complete(r)
+}

@@ -1,0 +1,40 @@
+package controllers
+
+import (
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+)
+
+// AnnotationSyncRequested on a DatasetReplication asks for a sync now
+// (`kubectl z8r sync` sets it to the current time).
+const AnnotationSyncRequested = "z8r.dev/sync-requested"
+
+// generationOrDeletion passes spec changes, deletions and sync requests,
+// not the status writes the reconciler makes itself.
+func generationOrDeletion() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectNew.GetGeneration() != e.ObjectOld.GetGeneration() ||
+				!e.ObjectNew.GetDeletionTimestamp().IsZero() ||
+				e.ObjectNew.GetAnnotations()[AnnotationSyncRequested] != e.ObjectOld.GetAnnotations()[AnnotationSyncRequested]
+		},
+	}
+}
+
+// readyOrKeyChanged passes ZFSNode updates that can unblock a replication:
+// readiness, address or host key (pin) changes, not heartbeats.
+func readyOrKeyChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*z8rv1.ZFSNode)
+			n, ok2 := e.ObjectNew.(*z8rv1.ZFSNode)
+			if !ok1 || !ok2 {
+				return true
+			}
+			return o.Status.Ready != n.Status.Ready || o.Status.Address != n.Status.Address ||
+				o.Status.HostKey != n.Status.HostKey || o.Spec.PinnedHostKey != n.Spec.PinnedHostKey
+		},
+	}
+}

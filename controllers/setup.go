@@ -1,0 +1,44 @@
+package controllers
+
+import (
+	"fmt"
+
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/z8r-project/z8r/internal/schedule"
+)
+
+// Config wires the reconcilers.
+type Config struct {
+	Agents         *AgentPool
+	Clock          schedule.Clock
+	SnapshotPrefix string
+	// Metrics; nil registers new ones with controller-runtime's registry.
+	Metrics *Metrics
+	// SkipNameValidation lets several managers in one process (tests)
+	// register controllers with the same names.
+	SkipNameValidation bool
+}
+
+// Setup registers every reconciler with mgr.
+func Setup(mgr manager.Manager, cfg Config) error {
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = schedule.RealClock{}
+	}
+	rec := mgr.GetEventRecorder("z8r-controller")
+	skip := cfg.SkipNameValidation
+	if err := (&ZFSNodeReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("zfsnode controller: %w", err)
+	}
+	if err := (&NodePolicyReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("node policy controller: %w", err)
+	}
+	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
+		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("replication controller: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,44 @@
+// Package ozguest boots qemu guests that run real OpenZFS 2.x (Debian
+// bookworm-backports' zfs-dkms/zfsutils-linux) and runs commands in them
+// through a zfsexec.Runner, so platform tests can use the OpenZFS-only features
+// (bookmarks, resumable receive, raw and compressed sends) that zfs-fuse lacks.
+//
+// Contract:
+//   - Boot(t, opts) (or BootN for several at once, booting in parallel) returns
+//     guests whose exec server answers and whose spl/zfs modules are loaded, or
+//     fails the test. It never skips: when the image is missing the test fails
+//     with "run make ozguest-image". The image is the directory printed by
+//     `hack/ozguest/build-image.sh --print-dir` (kernel, initrd, root.qcow2,
+//     done), or $Z8R_OZGUEST_IMAGE when set.
+//   - The guest runs under software emulation (-accel tcg,thread=multi -cpu max):
+//     /dev/kvm on these machines cannot run Debian's kernel. The root disk is
+//     opened with snapshot=on and never changes. Options.Disks sparse files
+//     become virtio-blk disks with serial zdisk0, zdisk1, ..., seen in the guest
+//     as Guest.Disk(i) = /dev/disk/by-id/virtio-zdiskI. They and everything else
+//     of the guest live in the test's temporary directory.
+//   - Every qemu is killed by a t.Cleanup registered by Boot, also when the test
+//     fails. When the test binary dies without running cleanups, the kernel kills
+//     qemu (PR_SET_PDEATHSIG=SIGKILL); qemu runs in its own process group.
+//   - Guest.Runner() implements zfsexec.Runner. Each Run is one SSH session on
+//     the guest's single persistent connection: the argv travels as JSON and is
+//     executed without a shell (PATH includes /sbin and /usr/sbin); stdin and
+//     stdout stream in both directions with SSH flow control, so `zfs send` in
+//     one guest can feed `zfs recv` in another through an io.Pipe; stderr is
+//     kept up to 64 KiB. A non-zero exit yields a *zfsexec.CommandError (a
+//     process killed by signal N exits 128+N; a program that cannot be started
+//     exits 127 with the reason on stderr). Cancelling ctx kills the process
+//     group in the guest and Run returns an error wrapping ctx.Err(). When
+//     Command.Stdout fails, the guest closes the process's stdout (so it sees a
+//     broken pipe, as it would locally) and Run returns that write error unless
+//     the process itself failed.
+//   - Channel: the exec server (guestexec, built from ./guestexec for the
+//     host's Go toolchain with CGO_ENABLED=0 at the first Boot of a test
+//     binary) comes to the guest through a 9p share, with an SSH host key and
+//     the one authorized client key that Boot generates per guest. The guest's
+//     init (hack/ozguest/guest/ozinit) starts it. By default it serves on a
+//     virtio-serial port backed by a unix socket on the host; ChannelTCP serves
+//     over qemu user-mode networking with a hostfwd on a free 127.0.0.1 port
+//     instead (measured slower; kept for comparison).
+//
+// The tests of this package carry the build tag `platform`.
+package ozguest
