@@ -24,6 +24,18 @@ lint: ## gofmt -l and go vet (all build tags).
 kube-tools: ## Build kube-apiserver, etcd, kubectl and snapshot-controller into .cache/
 	hack/build-kube-tools.sh
 
+.PHONY: ozguest-image
+ozguest-image: ## Build the OpenZFS qemu guest image into .cache/
+	hack/ozguest/build-image.sh
+
+.PHONY: deps
+deps: ## Install the Debian packages the tests and the demo need (root).
+	bash hack/install-deps.sh
+
+.PHONY: demo
+demo: deps kube-tools ## Run the main job: 3 zfs-fuse nodes, agents, controller, seed annotations, replication.
+	$(GO) run ./hack/demo
+
 .PHONY: test-unit
 test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 	$(GO) test ./...
@@ -31,3 +43,26 @@ test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 .PHONY: test
 test: lint kube-tools ## Every test: unit, real ZFS, real control plane, end to end.
 	$(GO) test -tags $(TEST_TAGS) -count=1 -timeout 50m ./...
+
+# Code generators and install artifacts (issue 8).
+CONTROLLER_GEN_VERSION ?= v0.23.0
+CONTROLLER_GEN ?= $(CURDIR)/.cache/bin/controller-gen
+
+.PHONY: controller-gen
+controller-gen: ## Install controller-gen (CONTROLLER_GEN_VERSION) into .cache/bin if missing.
+	@if ! "$(CONTROLLER_GEN)" --version 2>/dev/null | grep -qx 'Version: $(CONTROLLER_GEN_VERSION)'; then \
+		echo "installing controller-gen $(CONTROLLER_GEN_VERSION) into .cache/bin"; \
+		GOBIN=$(CURDIR)/.cache/bin $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION); \
+	fi
+
+.PHONY: manifests
+manifests: controller-gen kube-tools ## Regenerate CRDs and the controller's ClusterRole from the Go markers; render deploy/z8r.yaml.
+	CONTROLLER_GEN=$(CONTROLLER_GEN) hack/manifests.sh
+
+.PHONY: generate
+generate: controller-gen ## Regenerate the deepcopy functions of the API types (api/.../zz_generated.deepcopy.go).
+	$(CONTROLLER_GEN) object paths=./api/...
+
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-z8r (put it on PATH: kubectl z8r ...).
+	$(GO) build -o bin/kubectl-z8r ./cmd/kubectl-z8r

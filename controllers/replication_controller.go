@@ -96,6 +96,10 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	status.ObservedGeneration = dr.Generation
 
 	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
+	if errors.Is(err, ErrHostKeyUnknown) {
+		// A new agent whose key the ZFSNode reconciler is about to pin.
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+	}
 	if err != nil {
 		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Connect", "source node %s: %v", dr.Spec.Source.Node, err)
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse,
@@ -222,12 +226,20 @@ func hasTarget(dr z8rv1.DatasetReplication, key string) bool {
 	return false
 }
 
+// nodeRef is the target's ZFSNode, set as an Event's related object so
+// that events about different targets of one replication stay distinct.
+func nodeRef(node string) *z8rv1.ZFSNode {
+	return &z8rv1.ZFSNode{TypeMeta: metav1.TypeMeta{APIVersion: z8rv1.GroupVersion.String(), Kind: "ZFSNode"},
+		ObjectMeta: metav1.ObjectMeta{Name: node}}
+}
+
 // syncTarget brings one target up to date and returns its status.
 func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1.DatasetReplication, src *Node, t z8rv1.ReplicationTarget, prev z8rv1.TargetStatus, now time.Time) z8rv1.TargetStatus {
 	log := logf.FromContext(ctx).WithValues("target", t.Node, "dataset", targetDataset(*dr, t))
 	ts := prev
 	ts.Node, ts.Dataset = t.Node, targetDataset(*dr, t)
 	label := ts.Node + ":" + ts.Dataset
+	related := nodeRef(t.Node)
 	fail := func(state, reason string, err error) z8rv1.TargetStatus {
 		ts.State, ts.LastError = state, err.Error()
 		ts.ConsecutiveFailures++
@@ -237,8 +249,12 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		return ts
 	}
 	tgt, err := r.Agents.Get(ctx, t.Node)
+	if errors.Is(err, ErrHostKeyUnknown) {
+		ts.State, ts.LastError = z8rv1.TargetPending, err.Error()
+		return ts
+	}
 	if err != nil {
-		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Connect", "target %s: %v", label, err)
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Connect", "target %s: %v", label, err)
 		return fail(z8rv1.TargetFailed, "TargetUnavailable", err)
 	}
 	id := policy.ID(t.Node, ts.Dataset)
@@ -257,14 +273,14 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		r.Metrics.Behind.WithLabelValues(dr.Name, label).Set(float64(res.Behind))
 	}
 	if len(res.RolledBack) > 0 {
-		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventTargetRolledBack, "Rollback",
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetRolledBack, "Rollback",
 			"target %s had diverged; rolled back as its policy allows, destroying z8r's snapshots %v", label, res.RolledBack)
 	}
 	if err != nil {
 		var ce *plan.ConflictError
 		if errors.As(err, &ce) {
 			log.Info("target diverged; left untouched", "kind", ce.Kind.String(), "error", err.Error())
-			r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventTargetDiverged, "Sync",
+			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetDiverged, "Sync",
 				"target %s diverged from the source and was left untouched: %v", label, err)
 			return fail(z8rv1.TargetDiverged, "Diverged", err)
 		}
@@ -273,7 +289,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 			r.Agents.Drop(tgt)
 		}
 		log.Error(err, "sync failed")
-		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Sync", "target %s: %v", label, err)
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Sync", "target %s: %v", label, err)
 		return fail(z8rv1.TargetFailed, "SyncFailed", err)
 	}
 	ts.ConsecutiveFailures, ts.LastError = 0, ""
@@ -294,7 +310,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 			ts.LastSyncKind = "full"
 		}
 		log.Info("replicated", "steps", len(res.Steps), "bytes", res.Bytes(), "kind", ts.LastSyncKind, "duration", d.String())
-		r.Recorder.Eventf(dr, nil, corev1.EventTypeNormal, z8rv1.EventReplicated, "Sync",
+		r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventReplicated, "Sync",
 			"%s sync of %s to %s: %d step(s), %d bytes, up to @%s", ts.LastSyncKind, dr.Spec.Source.Dataset, label, len(res.Steps), res.Bytes(), res.Newest)
 		if r.Metrics != nil {
 			r.Metrics.SyncDuration.WithLabelValues(dr.Name, label).Observe(d.Seconds())
@@ -308,9 +324,9 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	tgtRet, perr := retention.Parse(orDefault(t.Retention, orDefault(dr.Spec.Retention, retention.DefaultTarget)))
 	if perr == nil {
 		if pruned, err := replicate.Prune(ctx, tgt.ZFS(), ts.Dataset, tgtRet, now, func(s string) bool { return s == res.Newest }); err != nil {
-			r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning target %s: %v", label, err)
+			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning target %s: %v", label, err)
 		} else if len(pruned) > 0 {
-			r.Recorder.Eventf(dr, nil, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) on target %s: %v", len(pruned), label, pruned)
+			r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) on target %s: %v", len(pruned), label, pruned)
 		}
 	}
 	return ts

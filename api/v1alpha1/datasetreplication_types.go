@@ -121,7 +121,7 @@ type DatasetReplicationStatus struct {
 // +kubebuilder:printcolumn:name="Last-Snapshot",type=string,JSONPath=`.status.lastSnapshot`
 // +kubebuilder:printcolumn:name="Behind",type=integer,JSONPath=`.status.maxSnapshotsBehind`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
-// +kubebuilder:printcolumn:name="Next",type=date,JSONPath=`.status.nextSnapshotTime`,priority=1
+// +kubebuilder:printcolumn:name="Next-Snapshot",type=string,JSONPath=`.status.nextSnapshotTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DatasetReplication struct {
 	metav1.TypeMeta   `json:",inline"`
