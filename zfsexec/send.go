@@ -1,6 +1,7 @@
 package zfsexec
 
 import (
+	"strconv"
 	"context"
 	"errors"
 	"fmt"
@@ -177,6 +178,10 @@ type RecvOptions struct {
 	// BaseGUID, when non-zero, is the GUID of the incremental source. Recv
 	// checks that Target has a snapshot with that GUID before it starts.
 	BaseGUID uint64
+	// BaseName, with BaseGUID, is the short name the base is expected to
+	// have on the target: the check then reads that one snapshot instead
+	// of listing them all (a renamed base falls back to the listing).
+	BaseName string
 }
 
 // Argv validates o against naming rules and caps and returns the argv.
@@ -247,6 +252,12 @@ func (z *ZFS) Recv(ctx context.Context, o RecvOptions, r io.Reader) error {
 }
 
 func (z *ZFS) checkIncrementalTarget(ctx context.Context, o RecvOptions) error {
+	if o.BaseGUID != 0 && o.BaseName != "" {
+		p, err := z.Get(ctx, o.Target+"@"+o.BaseName, "guid")
+		if err == nil && p["guid"].Value == strconv.FormatUint(o.BaseGUID, 10) {
+			return nil
+		}
+	}
 	snaps, err := z.Snapshots(ctx, o.Target)
 	if err != nil {
 		if errors.Is(err, ErrDatasetNotExist) {

@@ -107,6 +107,18 @@ type Options struct {
 	IncludeForeign bool
 	// Progress, if set, receives transfer progress.
 	Progress func(step int, p agent.Progress)
+	// Trace, if set, receives the time each phase of the sync took:
+	// "capabilities", "list", "plan", "transfer", "mark-owned", "protect".
+	// Phases on different nodes overlap, so Trace may be called from
+	// several goroutines at once.
+	Trace func(phase string, d time.Duration)
+}
+
+// trace times one phase.
+func (o Options) trace(phase string, start time.Time) {
+	if o.Trace != nil {
+		o.Trace(phase, time.Since(start))
+	}
 }
 
 // StepResult describes one transfer.
@@ -149,6 +161,7 @@ func (r Result) Full() bool { return len(r.Steps) > 0 && r.Steps[0].From == "" }
 func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, opts Options) (Result, error) {
 	var res Result
 	sz, tz := src.ZFS(), t.Endpoint.ZFS()
+	phase := time.Now()
 	srcCaps, err := sz.Capabilities(ctx)
 	if err != nil {
 		return res, fmt.Errorf("replicate: source capabilities: %w", err)
@@ -157,6 +170,7 @@ func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, 
 	if err != nil {
 		return res, fmt.Errorf("replicate: target capabilities: %w", err)
 	}
+	opts.trace("capabilities", phase)
 	resumable := srcCaps.ResumableRecv && tgtCaps.ResumableRecv
 
 	// An interrupted resumable receive continues where it stopped.
@@ -169,20 +183,31 @@ func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, 
 	}
 
 	for attempt := 0; ; attempt++ {
+		phase = time.Now()
+		// The two listings go to different nodes: run them side by side.
+		var tgtList Listing
+		tgtErr := make(chan error, 1)
+		go func() {
+			var err error
+			tgtList, err = List(ctx, tz, t.Dataset)
+			tgtErr <- err
+		}()
 		srcList, err := List(ctx, sz, srcDataset)
+		if terr := <-tgtErr; terr != nil {
+			return res, fmt.Errorf("replicate: list target %s: %w", t.Dataset, terr)
+		}
 		if err != nil {
 			return res, fmt.Errorf("replicate: list source %s: %w", srcDataset, err)
 		}
 		if !srcList.Exists {
 			return res, fmt.Errorf("replicate: source %s: %w", srcDataset, zfsexec.ErrDatasetNotExist)
 		}
-		tgtList, err := List(ctx, tz, t.Dataset)
-		if err != nil {
-			return res, fmt.Errorf("replicate: list target %s: %w", t.Dataset, err)
-		}
+		opts.trace("list", phase)
+		phase = time.Now()
 		in := plan.Input{Source: PlanSnapshots(srcList), Target: PlanSnapshots(tgtList), TargetExists: tgtList.Exists,
 			Options: plan.Options{IncludeForeign: opts.IncludeForeign}}
 		p, err := plan.Compute(in)
+		opts.trace("plan", phase)
 		if err != nil {
 			if attempt == 0 && t.RollbackDiverged && errors.Is(err, plan.ErrDiverged) {
 				rolled, rerr := rollback(ctx, tz, t.Dataset, plan.Diverged(in))
@@ -196,7 +221,7 @@ func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, 
 			return res, err
 		}
 		res.Behind = len(p.Steps)
-		if err := execute(ctx, src, srcDataset, t, p, srcCaps, tgtCaps, opts, &res); err != nil {
+		if err := execute(ctx, src, srcDataset, t, p, &srcList, srcCaps, tgtCaps, opts, &res); err != nil {
 			var ce *plan.ConflictError
 			if attempt == 0 && errors.Is(err, zfsexec.ErrDestinationModified) {
 				// Written since its last snapshot: a divergence the listing
@@ -232,16 +257,18 @@ func countEligible(in plan.Input) int {
 	return n
 }
 
-func execute(ctx context.Context, src Endpoint, srcDataset string, t Target, p plan.Plan, srcCaps, tgtCaps zfsexec.Capabilities, opts Options, res *Result) error {
+func execute(ctx context.Context, src Endpoint, srcDataset string, t Target, p plan.Plan, srcList *Listing, srcCaps, tgtCaps zfsexec.Capabilities, opts Options, res *Result) error {
 	sz, tz := src.ZFS(), t.Endpoint.ZFS()
 	if p.Base != nil {
 		res.Newest, res.NewestGUID = p.Base.Name, p.Base.GUID
 		// Make sure the current base is protected (a first run after an
 		// upgrade, or a hold lost to a manual release).
-		if !p.Base.Bookmark {
-			if err := protect(ctx, sz, srcCaps, srcDataset, t.ID, p.Base.Name); err != nil {
+		if !p.Base.Bookmark && len(p.Steps) == 0 {
+			phase := time.Now()
+			if err := protect(ctx, sz, srcCaps, srcDataset, t.ID, p.Base.Name, srcList); err != nil {
 				return err
 			}
+			opts.trace("protect", phase)
 			res.ProtectedBase = p.Base.Name
 		}
 	}
@@ -266,6 +293,9 @@ func execute(ctx context.Context, src Endpoint, srcDataset string, t Target, p p
 			req.Send.From = sep + step.From.Name
 			req.Recv.Incremental = true
 			req.Recv.BaseGUID = step.From.GUID
+			if !step.From.Bookmark {
+				req.Recv.BaseName = step.From.Name
+			}
 		} else if tgtCaps.RecvProps {
 			req.Recv.SetProps = map[string]string{"readonly": "on"}
 		}
@@ -278,6 +308,8 @@ func execute(ctx context.Context, src Endpoint, srcDataset string, t Target, p p
 		if err != nil {
 			return fmt.Errorf("replicate: send %s@%s to %s: %w", srcDataset, step.To.Name, t.Dataset, err)
 		}
+		opts.trace("transfer", start)
+		phase := time.Now()
 		sr := StepResult{To: step.To.Name, Bytes: r.Bytes, Duration: time.Since(start)}
 		if step.From != nil {
 			sr.From = step.From.Name
@@ -288,14 +320,26 @@ func execute(ctx context.Context, src Endpoint, srcDataset string, t Target, p p
 				return fmt.Errorf("replicate: make target readonly: %w", err)
 			}
 		}
-		if step.To.Owned {
-			if err := tz.Set(ctx, t.Dataset+"@"+step.To.Name, snapname.Props(t.ID)); err != nil {
-				return fmt.Errorf("replicate: mark received snapshot owned: %w", err)
+		// Mark the received snapshot z8r's on the target (one property:
+		// ownership) while the source moves the protection: hold the new
+		// base, then release the old. The two run on different nodes.
+		marked := make(chan error, 1)
+		go func() {
+			start := time.Now()
+			var err error
+			if step.To.Owned {
+				err = tz.Set(ctx, t.Dataset+"@"+step.To.Name, map[string]string{snapname.OwnerProp: snapname.OwnerValue})
 			}
+			opts.trace("mark-owned", start)
+			marked <- err
+		}()
+		perr := protect(ctx, sz, srcCaps, srcDataset, t.ID, step.To.Name, srcList)
+		opts.trace("protect", phase)
+		if err := <-marked; err != nil {
+			return fmt.Errorf("replicate: mark received snapshot owned: %w", err)
 		}
-		// Move the protection: hold the new base, then release the old.
-		if err := protect(ctx, sz, srcCaps, srcDataset, t.ID, step.To.Name); err != nil {
-			return err
+		if perr != nil {
+			return perr
 		}
 		res.ProtectedBase = step.To.Name
 		res.Newest, res.NewestGUID = step.To.Name, step.To.GUID
@@ -322,8 +366,11 @@ func ensureParent(ctx context.Context, z *zfsexec.ZFS, dataset string) error {
 }
 
 // protect holds snap for target id (and bookmarks it where supported), then
-// releases the id's hold from every older snapshot.
-func protect(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dataset, id, snap string) error {
+// releases the id's hold from every other snapshot. l, when non-nil, is a
+// listing of dataset taken earlier in this sync: the snapshots held then
+// are the only places the id can hold (z8r's holds are only placed here),
+// so no new listing is needed.
+func protect(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dataset, id, snap string, l *Listing) error {
 	tag := snapname.HoldTag(id)
 	full := dataset + "@" + snap
 	if err := z.Hold(ctx, tag, full); err != nil && !errors.Is(err, zfsexec.ErrTagExists) {
@@ -335,7 +382,7 @@ func protect(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dat
 			return fmt.Errorf("replicate: bookmark base %s: %w", full, err)
 		}
 	}
-	return releaseOthers(ctx, z, caps, dataset, id, snap)
+	return releaseOthers(ctx, z, caps, dataset, id, snap, l)
 }
 
 func isExists(err error) bool {
@@ -346,16 +393,19 @@ func isExists(err error) bool {
 // releaseOthers removes target id's hold (and bookmark) from every snapshot
 // but keep. zfs-fuse cannot list holds, so every held snapshot is tried and
 // "no such tag" ignored.
-func releaseOthers(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dataset, id, keep string) error {
-	l, err := List(ctx, z, dataset)
-	if err != nil {
-		return err
+func releaseOthers(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dataset, id, keep string, l *Listing) error {
+	if l == nil {
+		fresh, err := List(ctx, z, dataset)
+		if err != nil {
+			return err
+		}
+		l = &fresh
 	}
 	tag := snapname.HoldTag(id)
 	for _, d := range l.Snapshots {
 		switch {
 		case d.IsSnapshot() && d.ShortName() != keep && d.UserRefs > 0:
-			if err := z.Release(ctx, tag, d.Name); err != nil && !errors.Is(err, zfsexec.ErrNoSuchTag) {
+			if err := z.Release(ctx, tag, d.Name); err != nil && !errors.Is(err, zfsexec.ErrNoSuchTag) && !errors.Is(err, zfsexec.ErrDatasetNotExist) {
 				return fmt.Errorf("replicate: release old base %s: %w", d.Name, err)
 			}
 		case d.IsBookmark():
@@ -377,7 +427,7 @@ func Unprotect(ctx context.Context, z *zfsexec.ZFS, dataset, id string) error {
 	if err != nil {
 		return err
 	}
-	return releaseOthers(ctx, z, caps, dataset, id, "")
+	return releaseOthers(ctx, z, caps, dataset, id, "", nil)
 }
 
 // rollback rolls a diverged target back to its base when every snapshot it
@@ -468,4 +518,88 @@ func Prune(ctx context.Context, z *zfsexec.ZFS, dataset string, policy retention
 		destroyed = append(destroyed, v.Name)
 	}
 	return destroyed, nil
+}
+
+// SnapshotOptions tune SyncSnapshot.
+type SnapshotOptions struct {
+	// AllowFullIntoEmpty lets the first send force a receive into a target
+	// dataset that exists without snapshots (one z8r created as a replica
+	// and whose last snapshot was since destroyed).
+	AllowFullIntoEmpty bool
+	// Progress, if set, receives transfer progress.
+	Progress func(step int, p agent.Progress)
+}
+
+// SyncSnapshot sends exactly the source snapshot srcDataset@snap to t (a
+// full send if the target has nothing, else one incremental from the
+// target's newest snapshot), then protects it on the source as t's new
+// base. Unlike SyncTarget it sends no other snapshot, owned or not. A
+// target that already has the snapshot is left as it is. Conflicts are
+// *plan.ConflictError (including plan.ErrTargetNewer when the target
+// already has a newer snapshot) and change nothing on the target.
+func SyncSnapshot(ctx context.Context, src Endpoint, srcDataset, snap string, t Target, opts SnapshotOptions) (Result, error) {
+	var res Result
+	sz, tz := src.ZFS(), t.Endpoint.ZFS()
+	srcCaps, err := sz.Capabilities(ctx)
+	if err != nil {
+		return res, fmt.Errorf("replicate: source capabilities: %w", err)
+	}
+	tgtCaps, err := tz.Capabilities(ctx)
+	if err != nil {
+		return res, fmt.Errorf("replicate: target capabilities: %w", err)
+	}
+	eopts := Options{Progress: opts.Progress}
+	if srcCaps.ResumableRecv && tgtCaps.ResumableRecv {
+		if step, err := resume(ctx, src, t, eopts); err != nil {
+			return res, err
+		} else if step != nil {
+			res.Steps = append(res.Steps, *step)
+		}
+	}
+	srcList, err := List(ctx, sz, srcDataset)
+	if err != nil {
+		return res, fmt.Errorf("replicate: list source %s: %w", srcDataset, err)
+	}
+	if !srcList.Exists {
+		return res, fmt.Errorf("replicate: source %s: %w", srcDataset, zfsexec.ErrDatasetNotExist)
+	}
+	tgtList, err := List(ctx, tz, t.Dataset)
+	if err != nil {
+		return res, fmt.Errorf("replicate: list target %s: %w", t.Dataset, err)
+	}
+	p, err := plan.ComputeSnapshot(plan.Input{Source: PlanSnapshots(srcList), Target: PlanSnapshots(tgtList), TargetExists: tgtList.Exists,
+		Options: plan.Options{AllowFullIntoEmpty: opts.AllowFullIntoEmpty}}, snap)
+	if err != nil {
+		return res, err
+	}
+	res.Behind = len(p.Steps)
+	if err := execute(ctx, src, srcDataset, t, p, &srcList, srcCaps, tgtCaps, eopts, &res); err != nil {
+		if errors.Is(err, zfsexec.ErrDestinationModified) {
+			return res, &plan.ConflictError{Kind: plan.ConflictDiverged, Base: p.Base, Modified: true}
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+// Protect holds dataset@snap for target id (and bookmarks it where the
+// node can), then releases id's hold from every other snapshot of dataset:
+// the incremental base moves to snap.
+func Protect(ctx context.Context, z *zfsexec.ZFS, dataset, id, snap string) error {
+	caps, err := z.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	return protect(ctx, z, caps, dataset, id, snap, nil)
+}
+
+// Release removes target id's hold from one snapshot (dataset@short); a
+// snapshot without that hold is not an error. A snapshot marked for
+// deferred destruction goes when its last hold does.
+func Release(ctx context.Context, z *zfsexec.ZFS, snapshot, id string) error {
+	err := z.Release(ctx, snapname.HoldTag(id), snapshot)
+	if err != nil && !errors.Is(err, zfsexec.ErrNoSuchTag) && !errors.Is(err, zfsexec.ErrDatasetNotExist) {
+		return fmt.Errorf("replicate: release %s: %w", snapshot, err)
+	}
+	return nil
 }

@@ -308,3 +308,13 @@ func (a *Agent) RotateHostKey(t tb.TB) ssh.PublicKey {
 	}
 	return a.HostKey
 }
+
+// PID is the running agent's process id (0 when stopped).
+func (a *Agent) PID() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
