@@ -66,3 +66,7 @@ generate: controller-gen ## Regenerate the deepcopy functions of the API types (
 .PHONY: plugin
 plugin: ## Build the kubectl plugin into bin/kubectl-z8r (put it on PATH: kubectl z8r ...).
 	$(GO) build -o bin/kubectl-z8r ./cmd/kubectl-z8r
+
+.PHONY: bench
+bench: deps ## Benchmarks against real zfs-fuse nodes and agents (see docs/benchmarks.md).
+	$(GO) test -tags e2e -run '^$$' -bench . -benchtime 3x -timeout 60m ./internal/agent/ ./internal/replicate/

@@ -29,6 +29,11 @@ type ClientConfig struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Timeout bounds the connection and SSH handshake (default 10s).
 	Timeout time.Duration
+	// KeepAlive is how often an idle-or-not connection is probed; a probe
+	// unanswered for 2×KeepAlive closes the connection, which fails every
+	// request on it instead of letting it hang on a vanished peer
+	// (default 15s; negative disables).
+	KeepAlive time.Duration
 }
 
 // Client is a connection to one agent. It is safe for concurrent use; each
@@ -89,7 +94,39 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		_ = c.conn.Wait()
 		c.closeOnce.Do(func() { close(c.closed) })
 	}()
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
+	if cfg.KeepAlive > 0 {
+		go c.keepAlive(cfg.KeepAlive)
+	}
 	return c, nil
+}
+
+// keepAlive probes the agent until the connection ends.
+func (c *Client) keepAlive(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		answered := make(chan struct{})
+		go func() {
+			_, _, _ = c.conn.SendRequest("keepalive@openssh.com", true, nil)
+			close(answered)
+		}()
+		select {
+		case <-answered:
+		case <-c.closed:
+			return
+		case <-time.After(2 * every):
+			_ = c.Close()
+			return
+		}
+	}
 }
 
 // ExactHostKey accepts only key.
