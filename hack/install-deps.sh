@@ -4,7 +4,7 @@
 # zfsutils-linux): they conflict with zfs-fuse; OpenZFS runs in a qemu guest.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps: must run as root" >&2; exit 1; }
-want=(zfs-fuse qemu-system-x86 qemu-utils seabios ipxe-qemu debootstrap busybox-static iproute2 util-linux procps e2fsprogs)
+want=(zfs-fuse qemu-system-x86 qemu-utils seabios ipxe-qemu debootstrap busybox-static cpio iproute2 util-linux procps e2fsprogs)
 missing=()
 for p in "${want[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,6 +29,10 @@ var (
 	ErrNewerSnapshotsExist      = errors.New("more recent snapshots exist")
 	ErrBrokenPipe               = errors.New("send stream broken pipe")
 	ErrStreamIncompatible       = errors.New("stream uses features the receiving ZFS does not support")
+	ErrBookmarkExists           = errors.New("bookmark already exists")
+	ErrPartialReceiveState      = errors.New("target holds partial state of an interrupted resumable receive")
+	ErrNoResumeState            = errors.New("no resumable receive state to abort")
+	ErrInvalidResumeToken       = errors.New("invalid resume token")
 )
 
 // stderrPatterns maps stderr wording to the sentinel it means. Order matters
@@ -39,6 +43,8 @@ var stderrPatterns = []struct {
 }{
 	{regexp.MustCompile(`dataset does not exist`), ErrDatasetNotExist},
 	{regexp.MustCompile(`destination '[^']*' does not exist`), ErrDatasetNotExist},
+	{regexp.MustCompile(`could not find any snapshots to destroy`), ErrDatasetNotExist},
+	{regexp.MustCompile(`bookmark '[^']*' does not exist`), ErrDatasetNotExist},
 	{regexp.MustCompile(`most recent snapshot of \S+ does not\s+match incremental source`), ErrIncrementalMismatch},
 	{regexp.MustCompile(`destination \S+ has been modified\s+since most recent snapshot`), ErrDestinationModified},
 	{regexp.MustCompile(`destination '[^']*' exists`), ErrDestinationExists},
@@ -48,12 +54,16 @@ var stderrPatterns = []struct {
 	{regexp.MustCompile(`tag already exists on this dataset`), ErrTagExists},
 	{regexp.MustCompile(`no such tag on this dataset`), ErrNoSuchTag},
 	{regexp.MustCompile(`invalid stream|failed to read from stream|checksum mismatch|stream ends? prematurely`), ErrInvalidStream},
-	{regexp.MustCompile(`zfs-fuse daemon is running|failed to initialize ZFS library|ZFS modules are not loaded|/dev/zfs`), ErrDaemonNotRunning},
+	{regexp.MustCompile(`zfs-fuse daemon is running|failed to initialize ZFS library|ZFS modules are not loaded|ZFS modules cannot be auto-loaded|/dev/zfs`), ErrDaemonNotRunning},
 	{regexp.MustCompile(`incremental source \([^)]*\) does not exist`), ErrIncrementalSourceMissing},
 	{regexp.MustCompile(`not an earlier snapshot from the same fs`), ErrNotEarlierSnapshot},
 	{regexp.MustCompile(`more recent snapshots exist|more recent snapshots or bookmarks exist`), ErrNewerSnapshotsExist},
 	{regexp.MustCompile(`Broken pipe`), ErrBrokenPipe},
 	{regexp.MustCompile(`stream has unsupported feature|unsupported version|stream version .* not supported`), ErrStreamIncompatible},
+	{regexp.MustCompile(`cannot create bookmark '[^']*': bookmark exists`), ErrBookmarkExists},
+	{regexp.MustCompile(`contains partially-complete state from "zfs receive -s"`), ErrPartialReceiveState},
+	{regexp.MustCompile(`does not have any resumable receive state to abort`), ErrNoResumeState},
+	{regexp.MustCompile(`resume token is corrupt|invalid resume token`), ErrInvalidResumeToken},
 }
 
 // Is reports whether the command's stderr means target, so callers write

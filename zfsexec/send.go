@@ -1,11 +1,11 @@
 package zfsexec
 
 import (
-	"strconv"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -150,7 +150,17 @@ func (z *ZFS) Send(ctx context.Context, o SendOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return z.runner.Run(ctx, Command{Argv: argv, Stdout: w})
+	err = z.runner.Run(ctx, Command{Argv: argv, Stdout: w})
+	var ce *CommandError
+	if o.From != "" && errors.As(err, &ce) && errors.Is(ce, ErrDatasetNotExist) {
+		// OpenZFS reports a missing incremental source as "cannot open
+		// 'ds@nope': dataset does not exist" (zfs-fuse as "incremental
+		// source (@nope) does not exist").
+		if from, ferr := o.fullFrom(); ferr == nil && strings.Contains(ce.Stderr, "'"+from+"'") {
+			return fmt.Errorf("zfsexec: send from %s: %w: %w", from, ErrIncrementalSourceMissing, err)
+		}
+	}
+	return err
 }
 
 // RecvOptions describe one `zfs recv`.

@@ -29,6 +29,9 @@ type ClientConfig struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Timeout bounds the connection and SSH handshake (default 10s).
 	Timeout time.Duration
+	// SSHDataPath sends stdin streams inside the SSH channel instead of on
+	// a separate TLS data connection (dataconn.go).
+	SSHDataPath bool
 	// KeepAlive is how often an idle-or-not connection is probed; a probe
 	// unanswered for 2×KeepAlive closes the connection, which fails every
 	// request on it instead of letting it hang on a vanished peer
@@ -39,9 +42,11 @@ type ClientConfig struct {
 // Client is a connection to one agent. It is safe for concurrent use; each
 // request is its own SSH channel on the one connection.
 type Client struct {
-	conn *ssh.Client
-	addr string
-	zfs  *zfsexec.ZFS
+	conn     *ssh.Client
+	addr     string
+	zfs      *zfsexec.ZFS
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	dataConn bool
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -88,7 +93,8 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("agent: ssh handshake with %s: %w", addr, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c := &Client{conn: ssh.NewClient(sc, chans, reqs), addr: addr, closed: make(chan struct{})}
+	c := &Client{conn: ssh.NewClient(sc, chans, reqs), addr: addr, closed: make(chan struct{}),
+		dial: cfg.Dial, dataConn: !cfg.SSHDataPath}
 	c.zfs = zfsexec.New(c.Runner())
 	go func() {
 		_ = c.conn.Wait()
@@ -166,7 +172,8 @@ func (c *Client) Runner() zfsexec.Runner { return remoteRunner{c} }
 type remoteRunner struct{ c *Client }
 
 func (r remoteRunner) Run(ctx context.Context, cmd zfsexec.Command) error {
-	return r.c.request(ctx, ChanRun, runRequest{Argv: cmd.Argv}, cmd.Stdin, cmd.Stdout, nil)
+	req := runRequest{Argv: cmd.Argv, DataConn: cmd.Stdin != nil && r.c.dataConn}
+	return r.c.request(ctx, ChanRun, req, cmd.Stdin, cmd.Stdout, nil)
 }
 
 // Transfer asks the agent to send req.Send straight to the target agent.
@@ -208,13 +215,38 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 	}
 	stop := context.AfterFunc(ctx, func() { _ = ch.Close() })
 	defer stop()
-	if stdin != nil {
+	dataConn := false
+	if rr, ok := payload.(runRequest); ok {
+		dataConn = rr.DataConn
+	}
+	if stdin != nil && !dataConn {
 		go func() {
 			_, _ = io.Copy(ch, stdin)
 			_ = ch.CloseWrite()
 		}()
 	} else {
 		_ = ch.CloseWrite()
+	}
+	var dataMu sync.Mutex
+	var data net.Conn
+	defer func() {
+		dataMu.Lock()
+		if data != nil {
+			_ = data.Close()
+		}
+		dataMu.Unlock()
+	}()
+	sendData := func(t dataTicket) {
+		dc, err := dialData(ctx, c.dial, c.addr, t)
+		if err != nil {
+			_ = ch.Close() // the agent then reports no status; the error below says why
+			return
+		}
+		dataMu.Lock()
+		data = dc
+		dataMu.Unlock()
+		_, _ = io.Copy(dc, stdin)
+		_ = dc.CloseWrite()
 	}
 	status := make(chan *exitStatus, 1)
 	go func() {
@@ -225,6 +257,11 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 				var st exitStatus
 				if json.Unmarshal(r.Payload, &st) == nil {
 					got = &st
+				}
+			case reqDataTicket:
+				var t dataTicket
+				if dataConn && stdin != nil && json.Unmarshal(r.Payload, &t) == nil {
+					go sendData(t)
 				}
 			case reqProgress:
 				var p Progress

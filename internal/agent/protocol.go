@@ -25,6 +25,8 @@ const (
 
 type runRequest struct {
 	Argv []string `json:"argv"`
+	// DataConn asks for stdin on a separate TLS data connection.
+	DataConn bool `json:"dataConn,omitempty"`
 }
 
 // TransferRequest tells a source agent to stream a snapshot to a target

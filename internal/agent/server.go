@@ -44,6 +44,7 @@ type Server struct {
 	cfg   ServerConfig
 	zfs   *zfsexec.ZFS
 	peers *Peers
+	data  *dataServer
 
 	mu       sync.Mutex
 	conns    map[*ssh.ServerConn]struct{}
@@ -62,7 +63,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.ProgressInterval == 0 {
 		cfg.ProgressInterval = time.Second
 	}
-	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), conns: map[*ssh.ServerConn]struct{}{}}
+	data, err := newDataServer()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{}}
 	if cfg.ClientKey != nil {
 		s.peers = NewPeers(cfg.ClientKey, cfg.Dial)
 	}
@@ -107,7 +112,17 @@ func (s *Server) Serve(l net.Listener) error {
 			}
 			return fmt.Errorf("agent: accept: %w", err)
 		}
-		go s.handleConn(nc, cfg)
+		go func() {
+			c, tlsConn, err := isTLS(nc)
+			switch {
+			case err != nil:
+				_ = nc.Close()
+			case tlsConn:
+				s.data.serve(c)
+			default:
+				s.handleConn(c, cfg)
+			}
+		}()
 	}
 }
 
@@ -211,8 +226,27 @@ func (s *Server) handleRun(ctx context.Context, log logr.Logger, nch ssh.NewChan
 		return
 	}
 	defer cancel()
+	var stdin io.Reader = ch
+	if req.DataConn {
+		// Stdin arrives on a TLS connection set up with a ticket sent on
+		// this channel (dataconn.go).
+		t, wait, err := s.data.ticket()
+		if err == nil {
+			_, err = ch.SendRequest(reqDataTicket, false, mustJSON(t))
+		}
+		var dc net.Conn
+		if err == nil {
+			dc, err = wait(ctx)
+		}
+		if err != nil {
+			finish(ch, exitStatus{Kind: kindUnreachable, Message: "data connection: " + err.Error()})
+			return
+		}
+		defer dc.Close()
+		stdin = dc
+	}
 	start := time.Now()
-	err = s.cfg.Runner.Run(ctx, zfsexec.Command{Argv: req.Argv, Stdin: ch, Stdout: ch})
+	err = s.cfg.Runner.Run(ctx, zfsexec.Command{Argv: req.Argv, Stdin: stdin, Stdout: ch})
 	log.V(1).Info("ran command", "argv", req.Argv, "duration", time.Since(start).String(), "error", errString(err))
 	st := statusFromError(err)
 	if err != nil && ctx.Err() != nil {

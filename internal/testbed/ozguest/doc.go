@@ -38,7 +38,13 @@
 //     init (hack/ozguest/guest/ozinit) starts it. By default it serves on a
 //     virtio-serial port backed by a unix socket on the host; ChannelTCP serves
 //     over qemu user-mode networking with a hostfwd on a free 127.0.0.1 port
-//     instead (measured slower; kept for comparison).
+//     instead (measured slower; kept for comparison). The unix socket lives in
+//     $TMPDIR/z8r-ozguest/<pid>-<guest>/ (socket paths must be short); Boot
+//     removes those of test binaries that died.
+//   - Measured on 2 contended cores: boot to a usable zfs in 11-17 s; a
+//     command's round trip 22-45 ms; streams 16-32 MB/s each way (the guest's
+//     SSH cipher under emulation is the limit; chacha20-poly1305 is offered
+//     first because it is three times faster there than AES-GCM).
 //
 // The tests of this package carry the build tag `platform`.
 package ozguest

@@ -219,11 +219,9 @@ func start(t testing.TB, name string, im Image, bin string, opts Options) (*Gues
 		"authorizedKey": "/mnt/z8r/authorized_key",
 		"banner":        g.banner,
 	}
-	// A unix socket path must stay under 108 bytes; test temp dirs can be
-	// longer.
-	sockDir, err := os.MkdirTemp("", "ozg")
+	sockDir, err := socketDir(name)
 	if err != nil {
-		return g, fmt.Errorf("socket dir: %w", err)
+		return g, err
 	}
 	g.sockDir = sockDir
 	args := []string{
@@ -303,6 +301,30 @@ func start(t testing.TB, name string, im Image, bin string, opts Options) (*Gues
 }
 
 func (g *Guest) socket() string { return filepath.Join(g.sockDir, "exec.sock") }
+
+// socketDir makes $TMPDIR/z8r-ozguest/<pid>-<guest>/ for the guest's unix
+// socket: a unix socket path must stay under 108 bytes, and test temporary
+// directories can be longer. Directories of test binaries that died without
+// cleaning up are removed on the way.
+func socketDir(name string) (string, error) {
+	parent := filepath.Join(os.TempDir(), "z8r-ozguest")
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", fmt.Errorf("socket dir: %w", err)
+	}
+	entries, _ := os.ReadDir(parent)
+	for _, e := range entries {
+		pidStr, _, _ := strings.Cut(e.Name(), "-")
+		if pid, err := strconv.Atoi(pidStr); err == nil && pid != os.Getpid() &&
+			errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+			os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
+	dir := filepath.Join(parent, strconv.Itoa(os.Getpid())+"-"+name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("socket dir: %w", err)
+	}
+	return dir, nil
+}
 
 func (g *Guest) writeKeys(share string) error {
 	hostPub, hostPriv, err := ed25519.GenerateKey(rand.Reader)

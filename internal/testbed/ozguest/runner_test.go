@@ -83,6 +83,15 @@ func TestRunner_Contract(t *testing.T) {
 			t.Fatalf("argv %q", ce.Argv)
 		}
 	})
+	t.Run("stderr written just before exit is kept", func(t *testing.T) {
+		// Regression: the channel's EOF once raced the stderr copy.
+		for range 20 {
+			ce := runFail(t, r, "sh", "-c", "echo oops >&2; exit 3")
+			if ce.ExitCode != 3 || ce.Stderr != "oops\n" {
+				t.Fatalf("got exit %d stderr %q", ce.ExitCode, ce.Stderr)
+			}
+		}
+	})
 	t.Run("a missing program exits 127", func(t *testing.T) {
 		ce := runFail(t, r, "no-such-program-z8r")
 		if ce.ExitCode != 127 || !strings.Contains(ce.Stderr, "no-such-program-z8r") {

@@ -220,6 +220,9 @@ func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 			p = start(ch, argv)
 			go func() {
 				status := p.wait()
+				// EOF ends stdout and stderr alike, so it goes only after
+				// both are drained (wait covers both).
+				ch.CloseWrite()
 				ch.SendRequest("exit-status", false, ssh.Marshal(exitStatusMsg{status}))
 				ch.Close()
 			}()
@@ -296,12 +299,13 @@ func start(ch ssh.Channel, argv []string) *proc {
 		w := bufio.NewWriterSize(ch, 256<<10)
 		io.CopyBuffer(w, outR, make([]byte, 256<<10))
 		w.Flush()
-		ch.CloseWrite()
 	}()
 	return p
 }
 
-// wait waits for the process and its stdout and returns the exit status.
+// wait waits for the process, its stdout and its stderr (os/exec copies
+// stderr to the channel and Wait waits for that copy) and returns the exit
+// status.
 func (p *proc) wait() uint32 {
 	if !p.started {
 		return p.exitCode
