@@ -120,7 +120,7 @@ func (d *dataServer) ticket() (dataTicket, func(ctx context.Context) (net.Conn, 
 // the command waiting for it. Anything else is closed.
 func (d *dataServer) serve(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{d.cert}, MinVersion: tls.VersionTLS13})
+	tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{d.cert}, MinVersion: tls.VersionTLS13, DynamicRecordSizingDisabled: true})
 	buf := make([]byte, 2*tokenLen)
 	if _, err := io.ReadFull(tc, buf); err != nil {
 		_ = tc.Close()
@@ -180,7 +180,8 @@ func dialData(ctx context.Context, dial func(ctx context.Context, network, addr 
 		return nil, fmt.Errorf("agent: dial data connection: %w: %w", ErrUnreachable, err)
 	}
 	tc := tls.Client(nc, &tls.Config{
-		MinVersion: tls.VersionTLS13,
+		MinVersion:                  tls.VersionTLS13,
+		DynamicRecordSizingDisabled: true,
 		// The certificate is verified by its fingerprint, received over the
 		// authenticated SSH channel, instead of by a CA.
 		InsecureSkipVerify: true,

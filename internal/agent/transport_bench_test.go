@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"sort"
+	"syscall"
 	"testing"
 	"time"
 
@@ -143,4 +145,212 @@ func benchSigner(b *testing.B) ssh.Signer {
 	b.Helper()
 	t := &testing.T{}
 	return newSigner(t)
+}
+
+// sinkRunner reads stdin to the end: a stand-in for `zfs recv`.
+type sinkRunner struct{}
+
+func (sinkRunner) Run(_ context.Context, c zfsexec.Command) error {
+	if c.Stdin != nil {
+		_, err := io.Copy(io.Discard, c.Stdin)
+		return err
+	}
+	return nil
+}
+
+// benchUpload streams benchBytes into a remote command's stdin, through the
+// SSH channel or the TLS data connection.
+func benchUpload(b *testing.B, sshPath bool) {
+	host, client := benchSigner(b), benchSigner(b)
+	srv, err := NewServer(ServerConfig{
+		HostKey:        host,
+		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
+		Policy:         Policy{Pools: []string{"tank"}},
+		Runner:         sinkRunner{},
+		Log:            logr.Discard(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(benchBytes)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		pr, pw := io.Pipe()
+		go func() {
+			_ = zeroSource{benchBytes}.Run(context.Background(), zfsexec.Command{Stdout: pw})
+			pw.Close()
+		}()
+		if err := c.Runner().Run(context.Background(), zfsexec.Command{Argv: []string{"zfs", "recv", "-u", "tank/x"}, Stdin: pr}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkTransport_UploadSSHChannel: stdin inside the SSH channel.
+func BenchmarkTransport_UploadSSHChannel(b *testing.B) { benchUpload(b, true) }
+
+// BenchmarkTransport_UploadTLSData: stdin on the TLS data connection (the
+// default data path for streams into `zfs recv`).
+func BenchmarkTransport_UploadTLSData(b *testing.B) { benchUpload(b, false) }
+
+// BenchmarkTransport_UploadTCP is the baseline for the uploads: the same
+// producer through an io.Pipe into a raw loopback TCP connection.
+func BenchmarkTransport_UploadTCP(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	b.SetBytes(benchBytes)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		go func() {
+			_ = zeroSource{benchBytes}.Run(context.Background(), zfsexec.Command{Stdout: pw})
+			pw.Close()
+		}()
+		if n, err := io.Copy(c, pr); err != nil || n != benchBytes {
+			b.Fatalf("copied %d: %v", n, err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkTransport_DataPathRatio moves the same stream over a raw TCP
+// connection, the TLS data connection and the SSH channel in each
+// iteration, and reports each agent path as a ratio of the TCP copy
+// measured alongside it, plus CPU seconds per GiB of the whole process.
+func BenchmarkTransport_DataPathRatio(b *testing.B) {
+	host, client := benchSigner(b), benchSigner(b)
+	srv, err := NewServer(ServerConfig{
+		HostKey:        host,
+		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
+		Policy:         Policy{Pools: []string{"tank"}},
+		Runner:         sinkRunner{},
+		Log:            logr.Discard(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	tcpL, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tcpL.Close()
+	go func() {
+		for {
+			c, err := tcpL.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	dial := func(sshPath bool) *Client {
+		c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	tlsC, sshC := dial(false), dial(true)
+	defer tlsC.Close()
+	defer sshC.Close()
+	producer := func() io.Reader {
+		pr, pw := io.Pipe()
+		go func() {
+			_ = zeroSource{benchBytes}.Run(context.Background(), zfsexec.Command{Stdout: pw})
+			pw.Close()
+		}()
+		return pr
+	}
+	timed := func(f func()) (time.Duration, float64) {
+		cpu0 := processCPU()
+		start := time.Now()
+		f()
+		return time.Since(start), processCPU() - cpu0
+	}
+	var rTLS, rSSH, cpuTLS, cpuTCP []float64
+	recv := []string{"zfs", "recv", "-u", "tank/x"}
+	for i := 0; i < b.N; i++ {
+		dTCP, cTCP := timed(func() {
+			c, err := net.Dial("tcp", tcpL.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.Copy(c, producer()); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		})
+		dTLS, cTLS := timed(func() {
+			if err := tlsC.Runner().Run(context.Background(), zfsexec.Command{Argv: recv, Stdin: producer()}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		dSSH, _ := timed(func() {
+			if err := sshC.Runner().Run(context.Background(), zfsexec.Command{Argv: recv, Stdin: producer()}); err != nil {
+				b.Fatal(err)
+			}
+		})
+		rTLS = append(rTLS, dTCP.Seconds()/dTLS.Seconds())
+		rSSH = append(rSSH, dTCP.Seconds()/dSSH.Seconds())
+		gib := float64(benchBytes) / (1 << 30)
+		cpuTLS = append(cpuTLS, cTLS/gib)
+		cpuTCP = append(cpuTCP, cTCP/gib)
+	}
+	b.ReportMetric(medianOf(rTLS), "tls-x-tcp")
+	b.ReportMetric(medianOf(rSSH), "ssh-x-tcp")
+	b.ReportMetric(medianOf(cpuTLS), "tls-cpu-s/GiB")
+	b.ReportMetric(medianOf(cpuTCP), "tcp-cpu-s/GiB")
+}
+
+// processCPU is this process's user+system CPU time in seconds (both ends
+// of the benchmark run in it).
+func processCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
+}
+
+func medianOf(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
