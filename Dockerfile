@@ -1,8 +1,44 @@
-# Multi-stage build of z8r's binaries. (Filled in with the agent and
-# controller binaries; see issue "Installable on a real cluster".)
-FROM golang:1.26-bookworm AS build
+# z8r's images, all built from this repository:
+#
+#   docker build --target controller -t ghcr.io/z8r-project/z8r-controller:TAG .
+#   docker build --target agent      -t ghcr.io/z8r-project/z8r-agent:TAG .
+#   docker build --target plugin --output bin/ .     # bin/kubectl-z8r
+#
+# Without --target, docker builds the last stage, the controller.
+# The build stage compiles every binary in cmd/ statically (CGO_ENABLED=0), so
+# the runtime stages need no libc. internal/manifests/dockerfile_test.go checks
+# that every path, binary and package named here exists.
+
+ARG GO_VERSION=1.26
+
+FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
-COPY go.mod go.sum* ./
+COPY go.mod go.sum ./
 RUN go mod download
-COPY . .
-RUN CGO_ENABLED=0 go build -o /out/ ./cmd/...
+COPY api/ api/
+COPY cmd/ cmd/
+COPY controllers/ controllers/
+COPY internal/ internal/
+COPY zfsexec/ zfsexec/
+RUN CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/...
+
+# The kubectl plugin, for `docker build --target plugin --output bin/ .`.
+FROM scratch AS plugin
+COPY --from=build /out/kubectl-z8r /kubectl-z8r
+
+# The agent runs the host's zfs in the host's mount namespace through
+# nsenter (util-linux, part of every Debian image), started with
+# --zfs-prefix "nsenter -t 1 -m --" by config/agent/daemonset.yaml, so the
+# image carries no zfs userland that could disagree with the host's kernel
+# module. It runs as root: entering the host's namespaces needs it.
+FROM debian:bookworm-slim AS agent
+COPY --from=build /out/z8r-agent /z8r-agent
+USER 0:0
+ENTRYPOINT ["/z8r-agent"]
+
+# The controller talks to the API server and to agents over SSH: no shell, no
+# package manager, not root.
+FROM gcr.io/distroless/static-debian12:nonroot AS controller
+COPY --from=build /out/z8r-controller /z8r-controller
+USER 65532:65532
+ENTRYPOINT ["/z8r-controller"]

@@ -41,7 +41,7 @@ test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 	$(GO) test ./...
 
 .PHONY: test
-test: lint kube-tools ozguest-image ## Every test: unit, real ZFS, real control plane, end to end.
+test: lint kube-tools ozguest-image controller-gen ## Every test: unit, real ZFS, real control plane, end to end.
 	$(GO) test -tags $(TEST_TAGS) -count=1 -timeout 50m ./...
 
 # Code generators and install artifacts (issue 8).

@@ -18,6 +18,13 @@ type Config struct {
 	// SkipNameValidation lets several managers in one process (tests)
 	// register controllers with the same names.
 	SkipNameValidation bool
+	// SnapshotDrivers are CSI drivers, besides zfs.z8r.dev, whose
+	// VolumeSnapshotContents z8r takes the snapshots of (the
+	// csi-snapshotter sidecar's role). Their volumes must resolve to a ZFS
+	// dataset (package pvresolve).
+	SnapshotDrivers []string
+	// SnapshotHooks inject faults in tests; nil in production.
+	SnapshotHooks SnapshotHooks
 }
 
 // Setup registers every reconciler with mgr.
@@ -39,6 +46,9 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
+	}
+	if err := setupSnapshots(mgr, cfg); err != nil {
+		return fmt.Errorf("snapshot controllers: %w", err)
 	}
 	return nil
 }

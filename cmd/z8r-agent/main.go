@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/crypto/ssh"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
@@ -24,6 +27,7 @@ import (
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 	"github.com/z8r-project/z8r/internal/agent"
+	"github.com/z8r-project/z8r/internal/health"
 	"github.com/z8r-project/z8r/internal/nodepublish"
 	"github.com/z8r-project/z8r/zfsexec"
 )
@@ -44,6 +48,7 @@ func main() {
 		kubeconfig     = flag.String("kubeconfig", "", "kubeconfig for publishing (default: in-cluster config)")
 		advertise      = flag.String("advertise-address", "", "host:port other nodes and the controller use to reach this agent (default: $POD_IP with the listen port)")
 		publishEvery   = flag.Duration("publish-interval", 30*time.Second, "how often to refresh the ZFSNode status")
+		healthAddr     = flag.String("health-addr", "", "HTTP address of /healthz, /readyz (zfs answers and every pool exists) and /metrics (empty: off)")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -119,6 +124,13 @@ func main() {
 			Pools: strings.Split(*pools, ","), ZFS: zfsexec.New(runner), Interval: *publishEvery, Log: log.WithName("publish")}
 		go p.Run(ctx)
 	}
+	if *healthAddr != "" {
+		hs, err := startHealth(ctx, *healthAddr, zfsexec.New(runner), strings.Split(*pools, ","))
+		if err != nil {
+			fail(log, err, "health server")
+		}
+		log.Info("health and metrics listening", "addr", hs)
+	}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()
@@ -127,6 +139,38 @@ func main() {
 		fail(log, err, "serve")
 	}
 	log.Info("agent stopped")
+}
+
+// startHealth serves /healthz, /readyz and /metrics on addr until ctx ends
+// and returns the address it listens on. Ready means zfs answers and every
+// allowed pool exists.
+func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, pools []string) (string, error) {
+	hs := &health.Server{Check: func(ctx context.Context) error {
+		for _, pool := range pools {
+			ok, err := z.Exists(ctx, pool)
+			if err != nil {
+				return fmt.Errorf("zfs does not answer: %w", err)
+			}
+			if !ok {
+				return fmt.Errorf("pool %s does not exist", pool)
+			}
+		}
+		return nil
+	}}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), hs.ReadyCollector())
+	hs.Gatherer = reg
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	server := &http.Server{Handler: hs.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = server.Serve(l) }()
+	go func() {
+		<-ctx.Done()
+		_ = server.Close()
+	}()
+	return l.Addr().String(), nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -6,7 +6,9 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -29,6 +31,7 @@ func main() {
 		leaderNS    = flag.String("leader-election-namespace", "", "namespace of the leader lease (default: the pod's)")
 		sshKey      = flag.String("ssh-key", "/etc/z8r/controller-key/id_ed25519", "private key the controller presents to node agents")
 		prefix      = flag.String("snapshot-prefix", "z8r", "name prefix of the snapshots z8r takes")
+		drivers     = flag.String("snapshot-drivers", "", "comma-separated CSI drivers, besides zfs.z8r.dev, whose VolumeSnapshots z8r takes (their volumes must resolve to ZFS datasets)")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -40,6 +43,7 @@ func main() {
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = z8rv1.AddToScheme(scheme)
 	_ = corev1.AddToScheme(scheme)
+	_ = snapshotv1.AddToScheme(scheme)
 
 	signer, err := agent.LoadKey(*sshKey)
 	if err != nil {
@@ -59,9 +63,10 @@ func main() {
 		os.Exit(1)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{
-		Agents:         &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
-		Clock:          schedule.RealClock{},
-		SnapshotPrefix: *prefix,
+		Agents:          &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
+		Clock:           schedule.RealClock{},
+		SnapshotPrefix:  *prefix,
+		SnapshotDrivers: strings.Split(*drivers, ","),
 	}); err != nil {
 		log.Error(err, "set up controllers")
 		os.Exit(1)

@@ -74,7 +74,7 @@ func run(p *tb.Program, keep bool) {
 		{Name: "node03", Pools: []string{"tank", "backup"}},
 	}})
 	n1, n2, n3 := c.Nodes["node01"], c.Nodes["node02"], c.Nodes["node03"]
-	kubectl := kubectlFunc(c)
+	kubectl := kubectlFunc(p, c)
 
 	step("writing data on node01: tank/dataset1 (32 MiB) and tank/dataset2 (8 MiB)")
 	sum1 := mkdata(p, n1, "tank/dataset1", "photos.bin", 32<<20)
@@ -123,6 +123,10 @@ func run(p *tb.Program, keep bool) {
 	kubectl("get", "datasetreplications", "-o", "wide")
 	printTargets(p, c, rep1)
 
+	step("the kubectl plugin: kubectl z8r status / nodes")
+	kubectl("z8r", "status")
+	kubectl("z8r", "nodes")
+
 	step("events of %s", rep1)
 	ev, _ := c.Events(ctx, rep1)
 	for _, e := range ev {
@@ -146,11 +150,20 @@ func run(p *tb.Program, keep bool) {
 	}
 }
 
-func kubectlFunc(c *cluster.Cluster) func(args ...string) {
+func kubectlFunc(p *tb.Program, c *cluster.Cluster) func(args ...string) {
 	bin := filepath.Join(c.Kube.BinDir, "kubectl")
+	// kubectl finds the z8r plugin (kubectl-z8r) on PATH.
+	plugins := p.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(plugins, "kubectl-z8r"), "./cmd/kubectl-z8r")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		p.Fatalf("build kubectl-z8r: %v", err)
+	}
+	env := append(os.Environ(), "PATH="+plugins+string(os.PathListSeparator)+os.Getenv("PATH"), "KUBECONFIG="+c.Kube.Kubeconfig)
 	return func(args ...string) {
 		fmt.Printf("$ kubectl %s\n", strings.Join(args, " "))
-		cmd := exec.Command(bin, append([]string{"--kubeconfig", c.Kube.Kubeconfig}, args...)...)
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Printf("kubectl failed: %v\n", err)

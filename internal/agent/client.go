@@ -245,7 +245,7 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 		dataMu.Lock()
 		data = dc
 		dataMu.Unlock()
-		_, _ = io.Copy(dc, stdin)
+		_, _ = io.CopyBuffer(dc, stdin, make([]byte, 256<<10))
 		_ = dc.CloseWrite()
 	}
 	status := make(chan *exitStatus, 1)

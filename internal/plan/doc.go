@@ -41,6 +41,25 @@
 //     OnlyOwned tells whether a rollback would destroy only z8r's snapshots,
 //     the precondition for honouring a rollback-diverged policy.
 //
+// Contract of ComputeSnapshot (one named snapshot, for VolumeSnapshots):
+//
+//   - It plans at most one step, whose To is the source snapshot named
+//     name, whether Owned or not (asking for it by name is the consent
+//     IncludeForeign gives for whole histories). Not on the source:
+//     ErrSnapshotMissing.
+//   - The target already has a snapshot with its GUID: an empty plan whose
+//     Base is the newest common snapshot (as for Compute), so the caller
+//     keeps protecting the right base.
+//   - Target dataset missing or (with AllowFullIntoEmpty) empty: one full
+//     send, as for Compute.
+//   - Otherwise the one step is incremental from the base, which must be the
+//     target's newest snapshot (a receive needs it): target snapshots newer
+//     than the newest common one are ErrDiverged, and a base newer than the
+//     snapshot to send is ErrTargetNewer (ConflictTargetNewer: ZFS cannot
+//     receive an older snapshot after a newer one); no common snapshot is
+//     ErrNoCommonSnapshot, and an existing target without snapshots
+//     ErrTargetNotEmpty, as for Compute.
+//
 // Ordering uses createtxg within each side (ZFS's own order); Creation is
 // carried for display. Inputs are not modified.
 package plan

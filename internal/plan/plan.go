@@ -82,6 +82,7 @@ const (
 	ConflictNoCommonSnapshot ConflictKind = iota + 1
 	ConflictDiverged
 	ConflictTargetNotEmpty
+	ConflictTargetNewer
 )
 
 func (k ConflictKind) String() string {
@@ -92,6 +93,8 @@ func (k ConflictKind) String() string {
 		return "Diverged"
 	case ConflictTargetNotEmpty:
 		return "TargetNotEmpty"
+	case ConflictTargetNewer:
+		return "TargetNewer"
 	}
 	return fmt.Sprintf("ConflictKind(%d)", int(k))
 }
@@ -101,12 +104,18 @@ var (
 	ErrNoCommonSnapshot = errors.New("target has no snapshot in common with the source")
 	ErrDiverged         = errors.New("target has diverged from the source")
 	ErrTargetNotEmpty   = errors.New("target dataset exists without snapshots")
+	ErrTargetNewer      = errors.New("target already has a newer snapshot than the one to send")
 )
+
+// ErrSnapshotMissing: the snapshot ComputeSnapshot was asked to send is not
+// a snapshot of the source.
+var ErrSnapshotMissing = errors.New("snapshot to send is not on the source")
 
 // ConflictError is why no plan could be made.
 type ConflictError struct {
 	Kind ConflictKind
-	// Base is the newest common snapshot (ConflictDiverged only).
+	// Base is the newest common snapshot (ConflictDiverged and
+	// ConflictTargetNewer only).
 	Base *Snapshot
 	// TargetOnly lists the target snapshots newer than Base whose GUID the
 	// source lacks, oldest first (ConflictDiverged), or all target
@@ -131,6 +140,8 @@ func (e *ConflictError) Error() string {
 		return fmt.Sprintf("%s after common snapshot %s: %s", ErrDiverged, e.Base, strings.Join(why, "; "))
 	case ConflictTargetNotEmpty:
 		return ErrTargetNotEmpty.Error() + ": a full receive would replace its contents"
+	case ConflictTargetNewer:
+		return fmt.Sprintf("%s (its newest, %s, is newer); ZFS cannot receive an older snapshot after it", ErrTargetNewer, e.Base)
 	}
 	return "replication conflict " + e.Kind.String()
 }
@@ -144,6 +155,8 @@ func (e *ConflictError) Is(target error) bool {
 		return target == ErrDiverged
 	case ConflictTargetNotEmpty:
 		return target == ErrTargetNotEmpty
+	case ConflictTargetNewer:
+		return target == ErrTargetNewer
 	}
 	return false
 }
@@ -190,6 +203,51 @@ func Compute(in Input) (Plan, error) {
 		}
 	}
 	return Plan{Base: base, Steps: chain(base, send)}, nil
+}
+
+// ComputeSnapshot plans sending exactly one source snapshot, named name,
+// to the target (a VolumeSnapshot's snapshot, say, rather than a
+// dataset's whole history); see the package documentation for the
+// contract.
+func ComputeSnapshot(in Input, name string) (Plan, error) {
+	src := sorted(in.Source)
+	var want *Snapshot
+	for i := range src {
+		if !src[i].Bookmark && src[i].Name == name {
+			want = &src[i]
+		}
+	}
+	if want == nil {
+		return Plan{}, fmt.Errorf("%w: @%s", ErrSnapshotMissing, name)
+	}
+	tgt := sorted(snapshotsOnly(in.Target))
+	if len(tgt) == 0 {
+		if in.TargetExists && !in.Options.AllowFullIntoEmpty {
+			return Plan{}, &ConflictError{Kind: ConflictTargetNotEmpty}
+		}
+		return Plan{Steps: []Step{{To: *want}}, IntoExisting: in.TargetExists}, nil
+	}
+	base, targetOnly, ok := common(src, tgt)
+	for _, t := range tgt {
+		if t.GUID == want.GUID {
+			// Already there: nothing to send. Base stays the newest common
+			// snapshot, which is what the target's protection must cover.
+			if ok {
+				return Plan{Base: base}, nil
+			}
+			return Plan{}, nil
+		}
+	}
+	if !ok {
+		return Plan{}, &ConflictError{Kind: ConflictNoCommonSnapshot, TargetOnly: tgt}
+	}
+	if len(targetOnly) > 0 || in.TargetModified {
+		return Plan{}, &ConflictError{Kind: ConflictDiverged, Base: base, TargetOnly: targetOnly, Modified: in.TargetModified}
+	}
+	if base.CreateTXG >= want.CreateTXG {
+		return Plan{}, &ConflictError{Kind: ConflictTargetNewer, Base: base}
+	}
+	return Plan{Base: base, Steps: []Step{{From: base, To: *want}}}, nil
 }
 
 // chain links snapshots into steps, the first from base (nil: full).

@@ -35,6 +35,8 @@ type NodeSpec struct {
 	// Labels and Annotations of the Kubernetes Node object.
 	Labels      map[string]string
 	Annotations map[string]string
+	// AgentArgs are extra agent flags (e.g. --command-log).
+	AgentArgs []string
 }
 
 // Options describe the cluster.
@@ -45,6 +47,10 @@ type Options struct {
 	Clock schedule.Clock
 	// Verbose controller logs.
 	Verbose bool
+	// SnapshotDrivers are served besides zfs.z8r.dev (controllers.Config).
+	SnapshotDrivers []string
+	// SnapshotHooks inject faults into the snapshotter.
+	SnapshotHooks controllers.SnapshotHooks
 }
 
 // Cluster is a running test bed.
@@ -67,6 +73,8 @@ type Cluster struct {
 	clock      schedule.Clock
 	verbose    bool
 	controller bool
+	drivers    []string
+	hooks      controllers.SnapshotHooks
 }
 
 // Start brings up the control plane, network, nodes and agents; call
@@ -77,7 +85,8 @@ func Start(t tb.TB, opts Options) *Cluster {
 	for _, n := range opts.Nodes {
 		names = append(names, n.Name)
 	}
-	c := &Cluster{t: t, Nodes: map[string]*zfsnodes.Node{}, Agents: map[string]*agentproc.Agent{}, clock: opts.Clock, verbose: opts.Verbose}
+	c := &Cluster{t: t, Nodes: map[string]*zfsnodes.Node{}, Agents: map[string]*agentproc.Agent{}, clock: opts.Clock, verbose: opts.Verbose,
+		drivers: opts.SnapshotDrivers, hooks: opts.SnapshotHooks}
 	if c.clock == nil {
 		c.clock = schedule.RealClock{}
 	}
@@ -99,7 +108,7 @@ func Start(t tb.TB, opts Options) *Cluster {
 		c.Nodes[spec.Name] = n
 		c.Kube.CreateNode(t, spec.Name, spec.Labels, spec.Annotations)
 		c.Agents[spec.Name] = agentproc.Start(t, n, c.Keys, agentproc.Options{
-			Addr: c.Net.Addr(spec.Name) + ":2022", Kubeconfig: c.AgentKubeconfig,
+			Addr: c.Net.Addr(spec.Name) + ":2022", Kubeconfig: c.AgentKubeconfig, ExtraArgs: spec.AgentArgs,
 		})
 	}
 	c.Registry = prometheus.NewRegistry()
@@ -145,7 +154,8 @@ func (c *Cluster) StartController() {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if err := controllers.Setup(mgr, controllers.Config{Agents: c.Pool, Clock: c.clock, Metrics: c.Metrics, SkipNameValidation: true}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Config{Agents: c.Pool, Clock: c.clock, Metrics: c.Metrics, SkipNameValidation: true,
+		SnapshotDrivers: c.drivers, SnapshotHooks: c.hooks}); err != nil {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

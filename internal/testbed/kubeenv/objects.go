@@ -11,20 +11,22 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 )
 
 // The shapes of ZFS-backed volumes that z8r must understand.
 const (
 	// DriverZ8r is z8r's own CSI driver name.
-	DriverZ8r = "zfs.z8r.dev"
+	DriverZ8r = z8rv1.DriverName
 	// DriverZFSLocalPV is OpenEBS zfs-localpv's CSI driver name. Its dataset is
 	// <volumeAttributes["openebs.io/poolname"]>/<volumeHandle>.
 	DriverZFSLocalPV = "zfs.csi.openebs.io"
 	// AttrZFSLocalPVPool is the volume attribute in which zfs-localpv records the pool.
 	AttrZFSLocalPVPool = "openebs.io/poolname"
 	// AttrZ8rNode is the volume attribute of a zfs.z8r.dev PV naming the node whose pool
-	// holds the dataset. Test fixture only until the driver's API package defines it.
-	AttrZ8rNode = "z8r.dev/node"
+	// holds the dataset.
+	AttrZ8rNode = z8rv1.VolumeAttributeNode
 
 	// annBindCompleted is what the PV controller sets on a PVC once it is bound.
 	annBindCompleted = "pv.kubernetes.io/bind-completed"

@@ -1,0 +1,265 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/retention"
+	"github.com/z8r-project/z8r/internal/schedule"
+	"github.com/z8r-project/z8r/internal/volsnap"
+)
+
+// annDefaultSnapshotClass marks a driver's default VolumeSnapshotClass.
+const annDefaultSnapshotClass = "snapshot.storage.kubernetes.io/is-default-class"
+
+// PVCAnnotationsReconciler takes VolumeSnapshots of PVCs annotated
+// z8r.dev/schedule and prunes them by z8r.dev/retention. The snapshots are
+// ordinary VolumeSnapshots (kubectl lists them; whichever snapshotter
+// serves the PVC's driver takes them, z8r for its own drivers), labelled
+// as z8r's; only those are ever pruned. A malformed annotation gets a
+// Warning on the PVC and changes nothing: no snapshot is taken or pruned
+// until it is fixed.
+//
+// A PVC whose volume is not a CSI volume (a `local` PV on a dataset's
+// mountpoint, or any PV annotated with z8r.dev/dataset and z8r.dev/node)
+// cannot have VolumeSnapshots; for it the same annotations configure a
+// DatasetReplication of the dataset behind it (named pvc-<id>, labelled
+// z8r.dev/managed-by=pvc-annotations), which snapshots, replicates and
+// prunes with the engine node annotations use. It is deleted when the
+// annotations or the PVC go.
+type PVCAnnotationsReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Clock    schedule.Clock
+	// Agents resolve a local volume's path to its dataset.
+	Agents *AgentPool
+
+	skipNameValidation bool
+}
+
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshots,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotclasses,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch
+
+// Reconcile implements reconcile.Reconciler.
+func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	log := logf.FromContext(ctx).WithValues("pvc", req.NamespacedName)
+	ctx = logf.IntoContext(ctx, log)
+	var pvc corev1.PersistentVolumeClaim
+	if err := r.Client.Get(ctx, req.NamespacedName, &pvc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return reconcile.Result{}, r.dropReplication(ctx, req.Namespace, req.Name, nil)
+		}
+		return reconcile.Result{}, err
+	}
+	spec, scheduled := pvc.Annotations[z8rv1.AnnotationSchedule]
+	targets, replicated := pvc.Annotations[z8rv1.AnnotationReplicateTo]
+	if (!scheduled && !replicated) || !pvc.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, r.dropReplication(ctx, pvc.Namespace, pvc.Name, &pvc)
+	}
+	var sched schedule.Schedule
+	var err error
+	if scheduled {
+		if sched, err = schedule.Parse(spec); err != nil {
+			return r.invalid(&pvc, z8rv1.AnnotationSchedule, spec, err)
+		}
+	}
+	policy, err := retention.Parse(retention.DefaultSource)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if v, ok := pvc.Annotations[z8rv1.AnnotationRetention]; ok {
+		if policy, err = retention.Parse(v); err != nil {
+			return r.invalid(&pvc, z8rv1.AnnotationRetention, v, err)
+		}
+	}
+	if replicated {
+		if _, err := volsnap.ParseTargets(targets); err != nil {
+			return r.invalid(&pvc, z8rv1.AnnotationReplicateTo, targets, err)
+		}
+	}
+	if pvc.Status.Phase != corev1.ClaimBound || pvc.Spec.VolumeName == "" {
+		return reconcile.Result{RequeueAfter: retryInvalid}, nil
+	}
+	var pv corev1.PersistentVolume
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: pvc.Spec.VolumeName}, &pv); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if pv.Spec.CSI == nil {
+		// No VolumeSnapshots without CSI: the dataset behind a local (or
+		// annotated) volume is kept by a DatasetReplication instead.
+		return r.reconcileReplication(ctx, &pvc, &pv)
+	}
+	if !scheduled {
+		return reconcile.Result{}, nil // replicate-to alone acts per VolumeSnapshot
+	}
+	class, err := r.classFor(ctx, &pvc, pv.Spec.CSI.Driver)
+	if err != nil {
+		return r.invalid(&pvc, z8rv1.AnnotationSnapshotClass, pvc.Annotations[z8rv1.AnnotationSnapshotClass], err)
+	}
+
+	var list snapshotv1.VolumeSnapshotList
+	if err := r.Client.List(ctx, &list, client.InNamespace(pvc.Namespace),
+		client.MatchingLabels{z8rv1.LabelManagedBy: z8rv1.ManagedByPVCSchedule, z8rv1.LabelPVCUID: string(pvc.UID)}); err != nil {
+		return reconcile.Result{}, err
+	}
+	var taken []volsnap.Scheduled
+	for _, vs := range list.Items {
+		at, err := time.Parse(time.RFC3339, vs.Annotations[z8rv1.AnnotationScheduledAt])
+		if err != nil {
+			at = vs.CreationTimestamp.Time
+		}
+		ready := vs.Status != nil && vs.Status.ReadyToUse != nil && *vs.Status.ReadyToUse
+		taken = append(taken, volsnap.Scheduled{Name: vs.Name, At: at, Ready: ready && vs.DeletionTimestamp == nil})
+	}
+	now := r.Clock.Now()
+	last := volsnap.LastScheduled(taken)
+	if sched.Due(last, now) {
+		name, err := r.take(ctx, &pvc, class, now)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		log.Info("took scheduled VolumeSnapshot", "volumeSnapshot", name, "class", class)
+		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledSnapshot, "Snapshot", "created VolumeSnapshot %s (class %s)", name, class)
+		taken = append(taken, volsnap.Scheduled{Name: name, At: now})
+		last = now
+	}
+	if victims := volsnap.PruneScheduled(taken, policy, now); len(victims) > 0 {
+		for _, name := range victims {
+			vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: name}}
+			if err := r.Client.Delete(ctx, vs); client.IgnoreNotFound(err) != nil {
+				return reconcile.Result{}, err
+			}
+		}
+		log.Info("pruned scheduled VolumeSnapshots", "pruned", victims)
+		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledPruned, "Prune", "deleted %d VolumeSnapshot(s) by retention %s: %v", len(victims), policy, victims)
+	}
+	return reconcile.Result{RequeueAfter: max(sched.NextDue(last, now).Sub(now), time.Second)}, nil
+}
+
+// take creates the VolumeSnapshot due at now.
+func (r *PVCAnnotationsReconciler) take(ctx context.Context, pvc *corev1.PersistentVolumeClaim, class string, now time.Time) (string, error) {
+	for n := 0; ; n++ {
+		vs := &snapshotv1.VolumeSnapshot{
+			ObjectMeta: metav1.ObjectMeta{
+				Namespace:   pvc.Namespace,
+				Name:        volsnap.ScheduledName(pvc.Name, now, n),
+				Labels:      map[string]string{z8rv1.LabelManagedBy: z8rv1.ManagedByPVCSchedule, z8rv1.LabelPVCUID: string(pvc.UID)},
+				Annotations: map[string]string{z8rv1.AnnotationScheduledAt: now.UTC().Format(time.RFC3339)},
+			},
+			Spec: snapshotv1.VolumeSnapshotSpec{
+				Source:                  snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: new(pvc.Name)},
+				VolumeSnapshotClassName: new(class),
+			},
+		}
+		err := r.Client.Create(ctx, vs)
+		if apierrors.IsAlreadyExists(err) && n < 10 {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("create VolumeSnapshot %s/%s: %w", vs.Namespace, vs.Name, err)
+		}
+		return vs.Name, nil
+	}
+}
+
+// classFor picks the VolumeSnapshotClass of scheduled snapshots: the PVC's
+// z8r.dev/snapshot-class, else the driver's default class, else its only
+// class.
+func (r *PVCAnnotationsReconciler) classFor(ctx context.Context, pvc *corev1.PersistentVolumeClaim, driver string) (string, error) {
+	if name := pvc.Annotations[z8rv1.AnnotationSnapshotClass]; name != "" {
+		var class snapshotv1.VolumeSnapshotClass
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, &class); err != nil {
+			return "", fmt.Errorf("VolumeSnapshotClass %s: %w", name, err)
+		}
+		if class.Driver != driver {
+			return "", fmt.Errorf("VolumeSnapshotClass %s is for driver %s, the volume's is %s", name, class.Driver, driver)
+		}
+		return name, nil
+	}
+	var list snapshotv1.VolumeSnapshotClassList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return "", err
+	}
+	var mine, defaults []string
+	for _, c := range list.Items {
+		if c.Driver != driver {
+			continue
+		}
+		mine = append(mine, c.Name)
+		if c.Annotations[annDefaultSnapshotClass] == "true" {
+			defaults = append(defaults, c.Name)
+		}
+	}
+	switch {
+	case len(defaults) == 1:
+		return defaults[0], nil
+	case len(defaults) == 0 && len(mine) == 1:
+		return mine[0], nil
+	case len(mine) == 0:
+		return "", fmt.Errorf("no VolumeSnapshotClass for driver %s", driver)
+	}
+	return "", fmt.Errorf("driver %s has several VolumeSnapshotClasses %v and no single default: set %s", driver, mine, z8rv1.AnnotationSnapshotClass)
+}
+
+// invalid reports a malformed annotation; nothing is taken or pruned until
+// the PVC changes.
+func (r *PVCAnnotationsReconciler) invalid(pvc *corev1.PersistentVolumeClaim, key, value string, err error) (reconcile.Result, error) {
+	r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventInvalidPVCAnnotation, "Validate",
+		"%s=%q: %v; no VolumeSnapshot is taken or pruned until it is fixed", key, value, err)
+	return reconcile.Result{}, nil
+}
+
+// SetupWithManager registers the reconciler: PVC annotation and phase
+// changes, and the readiness of its own VolumeSnapshots (which unblocks
+// pruning).
+func (r *PVCAnnotationsReconciler) SetupWithManager(mgr manager.Manager) error {
+	pvcChanged := predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*corev1.PersistentVolumeClaim)
+			n, ok2 := e.ObjectNew.(*corev1.PersistentVolumeClaim)
+			if !ok1 || !ok2 {
+				return true
+			}
+			return !maps.Equal(o.Annotations, n.Annotations) || o.Status.Phase != n.Status.Phase
+		},
+	}
+	ownVS := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		return o.GetLabels()[z8rv1.LabelManagedBy] == z8rv1.ManagedByPVCSchedule
+	})
+	toPVC := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		vs, ok := o.(*snapshotv1.VolumeSnapshot)
+		if !ok || vs.Spec.Source.PersistentVolumeClaimName == nil {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: vs.Namespace, Name: *vs.Spec.Source.PersistentVolumeClaimName}}}
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("pvcannotations").
+		For(&corev1.PersistentVolumeClaim{}, builder.WithPredicates(pvcChanged)).
+		Watches(&snapshotv1.VolumeSnapshot{}, toPVC, builder.WithPredicates(ownVS)).
+		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).
+		Complete(r)
+}

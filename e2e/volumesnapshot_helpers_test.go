@@ -1,0 +1,261 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/testbed/cluster"
+	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
+	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
+	"github.com/z8r-project/z8r/internal/volsnap"
+)
+
+// startSnapshotCluster starts nodes (each with pool tank) with agents that
+// log their commands, the real snapshot-controller and z8r's controller,
+// and waits for the agents.
+func startSnapshotCluster(t *testing.T, opts cluster.Options, nodes ...string) (*cluster.Cluster, map[string]string) {
+	t.Helper()
+	logs := map[string]string{}
+	dir := t.TempDir()
+	for _, n := range nodes {
+		logs[n] = filepath.Join(dir, n+"-commands.log")
+		opts.Nodes = append(opts.Nodes, cluster.NodeSpec{Name: n, AgentArgs: []string{"--command-log", logs[n]}})
+	}
+	opts.SnapshotController = true
+	c := cluster.Start(t, opts)
+	c.StartController()
+	if err := c.WaitZFSNodesReady(ctxT(t), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return c, logs
+}
+
+// bindPVC creates pv and a PVC named name in ns bound to it, with
+// annotations.
+func bindPVC(t *testing.T, c *cluster.Cluster, ns, name string, pv *corev1.PersistentVolume, ann map[string]string) *corev1.PersistentVolumeClaim {
+	t.Helper()
+	pvc := kubeenv.PVCFor(pv, ns, name)
+	pvc.Annotations = ann
+	c.Kube.CreateBound(t, pv, pvc)
+	return pvc
+}
+
+func newVS(ns, name, class, pvc string, ann map[string]string) *snapshotv1.VolumeSnapshot {
+	vs := kubeenv.VolumeSnapshot(ns, name, class, pvc)
+	vs.Annotations = ann
+	return vs
+}
+
+// poll waits for cond, failing the test with what last describes.
+func poll(t *testing.T, what string, timeout time.Duration, cond func(ctx context.Context) (bool, error), last func() any) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, timeout, true, cond)
+	if err != nil {
+		t.Fatalf("waiting for %s: %v\nlast: %+v", what, err, last())
+	}
+}
+
+// waitVS waits until cond holds for the VolumeSnapshot.
+func waitVS(t *testing.T, c *cluster.Cluster, ns, name, what string, cond func(*snapshotv1.VolumeSnapshot) bool) *snapshotv1.VolumeSnapshot {
+	t.Helper()
+	vs := &snapshotv1.VolumeSnapshot{}
+	poll(t, what, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		if err := c.Kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, vs); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		return cond(vs), nil
+	}, func() any { return describeVS(c, vs) })
+	return vs
+}
+
+// waitVSGone waits until the VolumeSnapshot no longer exists.
+func waitVSGone(t *testing.T, c *cluster.Cluster, ns, name string) {
+	t.Helper()
+	poll(t, "VolumeSnapshot "+name+" to go", 2*time.Minute, func(ctx context.Context) (bool, error) {
+		err := c.Kube.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &snapshotv1.VolumeSnapshot{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	}, func() any { return eventsOf(t, c, name) })
+}
+
+func describeVS(c *cluster.Cluster, vs *snapshotv1.VolumeSnapshot) any {
+	ev, _ := c.Events(context.Background(), vs.Name)
+	return struct {
+		Status any
+		Events []string
+	}{vs.Status, ev}
+}
+
+func vsReady(vs *snapshotv1.VolumeSnapshot) bool {
+	return vs.Status != nil && vs.Status.ReadyToUse != nil && *vs.Status.ReadyToUse
+}
+
+func vsError(vs *snapshotv1.VolumeSnapshot) string {
+	if vs.Status == nil || vs.Status.Error == nil || vs.Status.Error.Message == nil {
+		return ""
+	}
+	return *vs.Status.Error.Message
+}
+
+// waitContent waits until cond holds for the content (nil: it is gone).
+func waitContent(t *testing.T, c *cluster.Cluster, name, what string, cond func(*snapshotv1.VolumeSnapshotContent) bool) *snapshotv1.VolumeSnapshotContent {
+	t.Helper()
+	var last *snapshotv1.VolumeSnapshotContent
+	poll(t, what, 2*time.Minute, func(ctx context.Context) (bool, error) {
+		var vc snapshotv1.VolumeSnapshotContent
+		err := c.Kube.Client.Get(ctx, client.ObjectKey{Name: name}, &vc)
+		if apierrors.IsNotFound(err) {
+			last = nil
+			return cond(nil), nil
+		}
+		if err != nil {
+			return false, err
+		}
+		last = &vc
+		return cond(&vc), nil
+	}, func() any {
+		ev, _ := c.Events(context.Background(), name)
+		if last == nil {
+			return struct{ Events []string }{ev}
+		}
+		return struct {
+			Annotations map[string]string
+			Finalizers  []string
+			Spec        any
+			Status      any
+			Events      []string
+		}{last.Annotations, last.Finalizers, last.Spec, last.Status, ev}
+	})
+	return last
+}
+
+func contentReady(vc *snapshotv1.VolumeSnapshotContent) bool { return vc != nil && volsnap.IsReady(vc) }
+
+// replication returns a content's replication state for a target.
+func replication(vc *snapshotv1.VolumeSnapshotContent, node, dataset string) volsnap.TargetState {
+	if vc == nil {
+		return volsnap.TargetState{}
+	}
+	s, _ := volsnap.ParseStatus(vc.Annotations[z8rv1.AnnotationReplicationStatus])
+	ts, _ := s.Get(volsnap.Target{Node: node, Dataset: dataset})
+	return ts
+}
+
+func replicated(node, dataset string) func(*snapshotv1.VolumeSnapshotContent) bool {
+	return func(vc *snapshotv1.VolumeSnapshotContent) bool {
+		return replication(vc, node, dataset).State == volsnap.StateReplicated
+	}
+}
+
+func gone(vc *snapshotv1.VolumeSnapshotContent) bool { return vc == nil }
+
+// snapProps reads properties of a snapshot on a node (nil if it does not
+// exist).
+func snapProps(t *testing.T, n *zfsnodes.Node, snap string, props ...string) map[string]string {
+	t.Helper()
+	p, err := n.ZFS().Get(context.Background(), snap, props...)
+	if err != nil {
+		if strings.Contains(err.Error(), "does not exist") {
+			return nil
+		}
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for k, v := range p {
+		out[k] = v.Value
+	}
+	return out
+}
+
+func exists(t *testing.T, n *zfsnodes.Node, name string) bool {
+	t.Helper()
+	ok, err := n.ZFS().Exists(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+// commands returns the argv the node's agent ran, one line each.
+func commands(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var line struct {
+			Argv []string `json:"argv"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("command log %s: %v", path, err)
+		}
+		out = append(out, strings.Join(line.Argv, " "))
+	}
+	return out
+}
+
+// commandsNaming returns the logged commands that mention s.
+func commandsNaming(t *testing.T, path, s string) []string {
+	var out []string
+	for _, c := range commands(t, path) {
+		if strings.Contains(c, s) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// deleteObj deletes obj, ignoring "not found".
+func deleteObj(t *testing.T, c *cluster.Cluster, obj client.Object) {
+	t.Helper()
+	if err := c.Kube.Client.Delete(context.Background(), obj); client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	}
+}
+
+// patchContent applies mutate to the content, retrying on conflicts.
+func patchContent(t *testing.T, c *cluster.Cluster, name string, mutate func(*snapshotv1.VolumeSnapshotContent)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var vc snapshotv1.VolumeSnapshotContent
+		if err := c.Kube.Client.Get(context.Background(), client.ObjectKey{Name: name}, &vc); err != nil {
+			return err
+		}
+		mutate(&vc)
+		return c.Kube.Client.Update(context.Background(), &vc)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventsOf(t *testing.T, c *cluster.Cluster, name string) []string {
+	t.Helper()
+	ev, err := c.Events(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}

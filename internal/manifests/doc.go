@@ -1,0 +1,26 @@
+// Package manifests reads z8r's install artifacts — the rendered manifests in
+// deploy/, the kustomize tree in config/ and the Dockerfile — for the tests
+// that keep them correct:
+//
+//   - manifests_test.go (no tag): deploy/z8r.yaml parsed and checked for
+//     least privilege (no wildcard in any RBAC rule, the agent's exact
+//     rules, who is bound to what), the agent DaemonSet's and controller
+//     Deployment's security settings, probes, resources, keys and labels,
+//     agreeing with internal/cli's key Secret names; every generated CRD
+//     listed in config/crd and rendered.
+//   - dockerfile_test.go (no tag): every binary, path and ./cmd package the
+//     Dockerfile names exists, and every local package the binaries import
+//     is copied into the build stage.
+//   - install_kube_test.go (tag kube): deploy/, the CRDs and the
+//     controller's ClusterRole regenerated and diffed (run make manifests),
+//     the deepcopy code too (run make generate); deploy/ applied with
+//     --dry-run=server and for real against a real kube-apiserver, RBAC
+//     checked with SubjectAccessReviews and kubectl auth can-i with
+//     impersonation, the agent admission policy enforced, the binaries'
+//     flags checked against the manifests' arguments, and the real
+//     controller and agent run under their service accounts' identities
+//     (no request denied).
+//
+// Load parses multi-document YAML into unstructured objects; ParseDockerfile
+// reads the subset of Dockerfile syntax the project uses.
+package manifests

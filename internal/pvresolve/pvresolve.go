@@ -1,0 +1,203 @@
+package pvresolve
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/zfsexec"
+)
+
+// Drivers and attributes of the shapes Resolve knows.
+const (
+	DriverZFSLocalPV   = "zfs.csi.openebs.io"
+	AttrZFSLocalPVPool = "openebs.io/poolname"
+	// TopologyZFSLocalPV is the node affinity key zfs-localpv writes.
+	TopologyZFSLocalPV = "openebs.io/nodename"
+)
+
+// Sentinels matched by *Error.
+var (
+	// ErrUnknownShape: nothing tells which dataset backs the PV.
+	ErrUnknownShape = errors.New("not a ZFS-backed volume z8r can resolve")
+	// ErrIncomplete: the PV has the shape but lacks a part (node, pool).
+	ErrIncomplete = errors.New("incomplete ZFS volume description")
+	// ErrInvalidDataset: the dataset the PV names is not a valid ZFS name.
+	ErrInvalidDataset = errors.New("invalid dataset name")
+	// ErrNoDatasetAtPath: no dataset is mounted exactly at a local PV's path.
+	ErrNoDatasetAtPath = errors.New("no dataset is mounted at the path")
+)
+
+// Error says why a PV could not be resolved.
+type Error struct {
+	PV     string
+	Reason string
+	Err    error // one of the sentinels, possibly wrapping a cause
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("PersistentVolume %s: %s: %s", e.PV, e.Err.Error(), e.Reason)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Kind is the shape a PV was recognised as.
+type Kind string
+
+// Kinds.
+const (
+	KindAnnotated  Kind = "annotated"
+	KindZ8r        Kind = "zfs.z8r.dev"
+	KindZFSLocalPV Kind = "zfs-localpv"
+	KindLocal      Kind = "local"
+)
+
+// Volume is where a PV's data lives.
+type Volume struct {
+	Kind Kind
+	// Driver is the PV's CSI driver ("" for non-CSI PVs).
+	Driver string
+	Node   string
+	// Dataset is empty when NeedsMountpointLookup.
+	Dataset string
+	// Path is a local PV's path.
+	Path string
+}
+
+// NeedsMountpointLookup reports that Dataset must still be found from the
+// node's mountpoints (DatasetAtMountpoint).
+func (v Volume) NeedsMountpointLookup() bool { return v.Kind == KindLocal && v.Dataset == "" }
+
+// Resolve tells where pv's data lives (see the package documentation).
+func Resolve(pv *corev1.PersistentVolume) (Volume, error) {
+	fail := func(sentinel error, format string, args ...any) (Volume, error) {
+		return Volume{}, &Error{PV: pv.Name, Reason: fmt.Sprintf(format, args...), Err: sentinel}
+	}
+	var driver string
+	if pv.Spec.CSI != nil {
+		driver = pv.Spec.CSI.Driver
+	}
+	ds, hasDS := pv.Annotations[z8rv1.AnnotationDataset]
+	node, hasNode := pv.Annotations[z8rv1.AnnotationNode]
+	switch {
+	case hasDS && hasNode:
+		if node == "" {
+			return fail(ErrIncomplete, "annotation %s is empty", z8rv1.AnnotationNode)
+		}
+		if err := zfsexec.ValidateDataset(ds); err != nil {
+			return fail(fmt.Errorf("%w: %w", ErrInvalidDataset, err), "annotation %s", z8rv1.AnnotationDataset)
+		}
+		return Volume{Kind: KindAnnotated, Driver: driver, Node: node, Dataset: ds}, nil
+	case hasDS:
+		return fail(ErrIncomplete, "annotation %s needs %s as well", z8rv1.AnnotationDataset, z8rv1.AnnotationNode)
+	case hasNode:
+		return fail(ErrIncomplete, "annotation %s needs %s as well", z8rv1.AnnotationNode, z8rv1.AnnotationDataset)
+	}
+
+	switch {
+	case pv.Spec.CSI != nil && driver == z8rv1.DriverName:
+		ds := pv.Spec.CSI.VolumeHandle
+		if err := zfsexec.ValidateDataset(ds); err != nil {
+			return fail(fmt.Errorf("%w: %w", ErrInvalidDataset, err), "volume handle of driver %s", driver)
+		}
+		node := pv.Spec.CSI.VolumeAttributes[z8rv1.VolumeAttributeNode]
+		if node == "" {
+			node, _ = AffinityNode(pv)
+		}
+		if node == "" {
+			return fail(ErrIncomplete, "driver %s: no volume attribute %s and no node affinity", driver, z8rv1.VolumeAttributeNode)
+		}
+		return Volume{Kind: KindZ8r, Driver: driver, Node: node, Dataset: ds}, nil
+	case pv.Spec.CSI != nil && driver == DriverZFSLocalPV:
+		pool := pv.Spec.CSI.VolumeAttributes[AttrZFSLocalPVPool]
+		if pool == "" {
+			return fail(ErrIncomplete, "driver %s: no volume attribute %s", driver, AttrZFSLocalPVPool)
+		}
+		ds := pool + "/" + pv.Spec.CSI.VolumeHandle
+		if err := zfsexec.ValidateDataset(ds); err != nil {
+			return fail(fmt.Errorf("%w: %w", ErrInvalidDataset, err), "driver %s: pool and volume handle", driver)
+		}
+		node, ok := AffinityNode(pv)
+		if !ok {
+			return fail(ErrIncomplete, "driver %s: no single node in the node affinity", driver)
+		}
+		return Volume{Kind: KindZFSLocalPV, Driver: driver, Node: node, Dataset: ds}, nil
+	case pv.Spec.CSI != nil:
+		return fail(ErrUnknownShape, "CSI driver %s is not a ZFS driver z8r knows; annotate the PV with %s and %s",
+			driver, z8rv1.AnnotationDataset, z8rv1.AnnotationNode)
+	case pv.Spec.Local != nil:
+		node, ok := AffinityNode(pv)
+		if !ok {
+			return fail(ErrIncomplete, "local volume without a single node in its node affinity")
+		}
+		p := pv.Spec.Local.Path
+		if !filepath.IsAbs(p) {
+			return fail(ErrIncomplete, "local path %q is not absolute", p)
+		}
+		return Volume{Kind: KindLocal, Node: node, Path: filepath.Clean(p)}, nil
+	}
+	return fail(ErrUnknownShape, "neither a CSI volume of a ZFS driver nor a local volume; annotate the PV with %s and %s",
+		z8rv1.AnnotationDataset, z8rv1.AnnotationNode)
+}
+
+// AffinityNode returns the node a PV's required node affinity pins it to:
+// the single value of a kubernetes.io/hostname or openebs.io/nodename In
+// expression, the same in every term.
+func AffinityNode(pv *corev1.PersistentVolume) (string, bool) {
+	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
+		return "", false
+	}
+	node := ""
+	for _, term := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
+		found := ""
+		for _, e := range term.MatchExpressions {
+			if (e.Key == corev1.LabelHostname || e.Key == TopologyZFSLocalPV) && e.Operator == corev1.NodeSelectorOpIn && len(e.Values) == 1 {
+				found = e.Values[0]
+			}
+		}
+		if found == "" || (node != "" && found != node) {
+			return "", false
+		}
+		node = found
+	}
+	return node, node != ""
+}
+
+// Mount is one filesystem and its mountpoint property on a node.
+type Mount struct {
+	Dataset    string
+	Mountpoint string
+}
+
+// DatasetAtMountpoint finishes resolving a local volume: the filesystem
+// whose mountpoint is exactly v.Path. mounts are the node's filesystems
+// (mountpoints "legacy", "none" and "-" never match).
+func DatasetAtMountpoint(pv string, v Volume, mounts []Mount) (Volume, error) {
+	var found []string
+	for _, m := range mounts {
+		if !strings.HasPrefix(m.Mountpoint, "/") || strings.ContainsAny(m.Dataset, "@#") {
+			continue
+		}
+		if filepath.Clean(m.Mountpoint) == v.Path {
+			found = append(found, m.Dataset)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return v, &Error{PV: pv, Reason: fmt.Sprintf("%s on node %s", v.Path, v.Node), Err: ErrNoDatasetAtPath}
+	case 1:
+		v.Dataset = found[0]
+		return v, nil
+	}
+	sort.Strings(found)
+	return v, &Error{PV: pv, Reason: fmt.Sprintf("%s on node %s is the mountpoint of several datasets %v", v.Path, v.Node, found), Err: ErrIncomplete}
+}
+
+// CSIKey identifies a CSI volume across objects: a PV's driver and
+// handle, or a VolumeSnapshotContent's driver and source volume handle.
+func CSIKey(driver, handle string) string { return driver + "\x00" + handle }

@@ -1,0 +1,81 @@
+// Package volsnap is the pure logic of z8r's VolumeSnapshot integration:
+// what the snapshotter does next for a VolumeSnapshotContent (Next, in the
+// csi-snapshotter sidecar's order and with its safety rules), how z8r
+// names and finds the ZFS snapshots it takes for contents, the
+// z8r.dev/replicate-to grammar, the per-content replication status kept in
+// an annotation, and the choices behind scheduled VolumeSnapshots of a
+// PVC. The controllers package does the I/O.
+//
+// # replicate-to
+//
+//	value  = [ entry *( "," entry ) ]
+//	entry  = NODE [ ":" DEST ]
+//	DEST   = DATASET            the replica is exactly DATASET on NODE
+//	       | PARENT "/"         the replica is PARENT/<source without its pool>
+//
+// NODE is a Kubernetes node name (a z8r agent must run there). Without
+// DEST the replica has the source dataset's name. For a source dataset
+// tank/k8s/pvc-1 on node1:
+//
+//	node2                 node2:tank/k8s/pvc-1
+//	node3:backup/pvc-1    node3:backup/pvc-1
+//	node3:backup/         node3:backup/k8s/pvc-1
+//	node3:backup/x/       node3:backup/x/k8s/pvc-1
+//	node1:backup/         node1:backup/k8s/pvc-1  (a copy in another pool of the same node)
+//
+// Blanks around entries and empty entries are ignored and repeats dropped;
+// an empty value asks for no replication (so a VolumeSnapshot can opt out
+// of what its PVC asks). A target that resolves to the source itself is
+// ErrSelfTarget. NODE:DATASET on a class or on a PVC whose snapshots are
+// many is fine (every snapshot of one PVC goes to the same replica
+// dataset); on a VolumeSnapshotClass prefer NODE or NODE:PARENT/, since a
+// fixed DATASET would make the replicas of different PVCs collide (z8r
+// then reports the second one's conflict, and destroys nothing).
+//
+// Requested picks the value in force: the content's own annotation, else
+// the VolumeSnapshot's, else the PVC's, else the class's. z8r copies the
+// value onto the content the first time it acts, so replication is keyed
+// on the content and its snapshotHandle: Velero deletes the VolumeSnapshot
+// after its upload, and the content carries on.
+//
+// # Snapshots and handles
+//
+// The ZFS snapshot of a dynamic content is <dataset>@snapshot-<VolumeSnapshot
+// UID> (SnapshotName), the name the csi-snapshotter sidecar would pass a
+// CSI driver, so a retry after a crash finds the snapshot an earlier
+// attempt took instead of taking a second one. It carries the user
+// property PropContent (the content's name), set atomically at creation;
+// an existing snapshot of that name is adopted only if the property
+// matches. It is not marked z8r.dev:owner=z8r, so no retention policy
+// ever prunes it: it lives exactly as long as its content. The
+// snapshotHandle is the full snapshot name (Handle); another driver's
+// handle (zfs-localpv: <volumeHandle>@snapshot-<uid>) gives only the
+// short name (ForeignShortName).
+//
+// # The sidecar's rules (Next)
+//
+// Next mirrors external-snapshotter's pkg/sidecar-controller: deletion is
+// considered first and only when ShouldDelete (a deletion timestamp and
+// either an unbound pre-provisioned content or the snapshot-controller's
+// being-deleted annotation, never while being-created is set); then a
+// dynamic content that is not ready is created (idempotently), a
+// pre-provisioned one imported; a ready content with a stale
+// being-created annotation has it removed. The controller sets
+// AnnBeingCreated before asking the node and removes it on success or on
+// an error IsFinal says is final; any other error leaves it, so deletion
+// waits and a retry adopts what the first attempt may have done.
+//
+// # Replication status
+//
+// Status (annotation z8r.dev/replication-status, JSON) has one
+// TargetState per target: Pending, Replicated (with the GUID and the
+// replica's content), Failed or Diverged (retried after Backoff), or
+// Skipped (the target already had a newer snapshot: ZFS cannot receive an
+// older one after it).
+//
+// # Scheduled VolumeSnapshots
+//
+// ScheduledName names them "<pvc>-<yyyymmdd-hhmmss>"; PruneScheduled
+// applies a retention policy to the ones z8r took (found by label, never
+// others), never pruning one that is not ready yet nor the newest.
+package volsnap

@@ -1,0 +1,38 @@
+package volsnap
+
+import "testing"
+
+func TestStatus_RoundTripAndSet(t *testing.T) {
+	var s Status
+	s = s.Set(TargetState{Node: "n3", Dataset: "backup/a", State: StateFailed, Error: "x\ty", Attempts: 2})
+	s = s.Set(TargetState{Node: "n2", Dataset: "tank/a", State: StatePending})
+	s = s.Set(TargetState{Node: "n2", Dataset: "tank/a", State: StateReplicated, GUID: "123"})
+	if len(s) != 2 || s[0].Node != "n2" || s[0].State != StateReplicated {
+		t.Fatalf("got %+v", s)
+	}
+	back, err := ParseStatus(s.String())
+	if err != nil || len(back) != 2 || back[1].Error != "x\ty" || back[0].GUID != "123" {
+		t.Fatalf("round trip: %+v %v", back, err)
+	}
+	if got, ok := back.Get(Target{"n3", "backup/a"}); !ok || got.Attempts != 2 || got.Done() {
+		t.Errorf("Get: %+v %v", got, ok)
+	}
+	if got, ok := back.Get(Target{"n4", "x"}); ok || got.State != StatePending {
+		t.Errorf("missing target: %+v %v", got, ok)
+	}
+	if s, err := ParseStatus(""); err != nil || s != nil {
+		t.Errorf("empty: %v %v", s, err)
+	}
+	if _, err := ParseStatus("{"); err == nil {
+		t.Error("garbage: want an error")
+	}
+}
+
+func TestBackoff_Bounded(t *testing.T) {
+	if Backoff(0) != RetryMin || Backoff(1) != RetryMin || Backoff(2) != 2*RetryMin {
+		t.Errorf("%v %v %v", Backoff(0), Backoff(1), Backoff(2))
+	}
+	if Backoff(100) != RetryMax {
+		t.Errorf("Backoff(100) = %v", Backoff(100))
+	}
+}
