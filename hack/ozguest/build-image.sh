@@ -123,6 +123,8 @@ kill_chroot_procs() {
 }
 cleanup() {
 	local rc=$?
+	# Cleanup never changes the outcome: a built image stays built.
+	set +e
 	trap - INT TERM
 	[[ -n $bg ]] && kill -KILL "$bg" 2>/dev/null
 	kill_chroot_procs
@@ -131,7 +133,14 @@ cleanup() {
 	if awk -v p="$work/" 'index($2, p)==1 {found=1} END{exit !found}' /proc/mounts; then
 		echo "ozguest: mounts remain under $work; not removing it" >&3
 	else
-		rm -rf --one-file-system "$work"
+		# Processes just killed in the chroot (gpg-agent, dkms) may still be
+		# writing for a moment: retry.
+		local i
+		for i in 1 2 3 4 5 6 7 8 9 10; do
+			rm -rf --one-file-system "$work" 2>/dev/null && break
+			sleep 0.5
+		done
+		[[ -e $work ]] && echo "ozguest: could not remove $work" >&3
 	fi
 	((rc == 0)) || log "failed (exit $rc)" 2>&3
 	exit "$rc"
