@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -41,11 +43,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Seconds since a target last finished a sync successfully.", labels, nil), last: map[[2]string]time.Time{}},
 	}
 	for _, c := range []prometheus.Collector{m.SyncDuration, m.SyncBytes, m.SyncFailures, m.Behind, m.Snapshots, m.sinceSuccess} {
-		if err := reg.Register(c); err != nil {
-			if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-				_ = are
-				continue
-			}
+		// Registering twice (a second manager in one process) keeps the
+		// first registration; any other error is a programming mistake.
+		var are prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &are) {
+			panic(fmt.Sprintf("controllers: register metrics: %v", err))
 		}
 	}
 	return m

@@ -74,24 +74,8 @@ func BenchmarkTransport_TCP(b *testing.B) {
 // BenchmarkTransport_SSHChannel moves the stream over one agent SSH
 // channel (the ChanRun data path), on an already open connection.
 func BenchmarkTransport_SSHChannel(b *testing.B) {
-	host, client := benchSigner(b), benchSigner(b)
-	srv, err := NewServer(ServerConfig{
-		HostKey:        host,
-		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
-		Policy:         Policy{Pools: []string{"tank"}},
-		Runner:         zeroSource{benchBytes},
-		Log:            logr.Discard(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Signer: client, HostKey: host.PublicKey()})
+	addr, host, client := benchServer(b, zeroSource{benchBytes})
+	c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -112,22 +96,9 @@ func BenchmarkTransport_SSHChannel(b *testing.B) {
 // BenchmarkRoundTrip_SSHChannel is the cost of one tiny request on an open
 // connection (a near-empty replication step pays a few of these).
 func BenchmarkRoundTrip_SSHChannel(b *testing.B) {
-	host, client := benchSigner(b), benchSigner(b)
-	srv, err := NewServer(ServerConfig{
-		HostKey:        host,
-		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
-		Policy:         Policy{Pools: []string{"tank"}},
-		Runner:         zeroSource{16},
-		Log:            logr.Discard(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
+	addr, host, client := benchServer(b, zeroSource{16})
 	start := time.Now()
-	c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Signer: client, HostKey: host.PublicKey()})
+	c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey()})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -161,24 +132,8 @@ func (sinkRunner) Run(_ context.Context, c zfsexec.Command) error {
 // benchUpload streams benchBytes into a remote command's stdin, through the
 // SSH channel or the TLS data connection.
 func benchUpload(b *testing.B, sshPath bool) {
-	host, client := benchSigner(b), benchSigner(b)
-	srv, err := NewServer(ServerConfig{
-		HostKey:        host,
-		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
-		Policy:         Policy{Pools: []string{"tank"}},
-		Runner:         sinkRunner{},
-		Log:            logr.Discard(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
-	c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
+	addr, host, client := benchServer(b, sinkRunner{})
+	c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -248,23 +203,7 @@ func BenchmarkTransport_UploadTCP(b *testing.B) {
 // iteration, and reports each agent path as a ratio of the TCP copy
 // measured alongside it, plus CPU seconds per GiB of the whole process.
 func BenchmarkTransport_DataPathRatio(b *testing.B) {
-	host, client := benchSigner(b), benchSigner(b)
-	srv, err := NewServer(ServerConfig{
-		HostKey:        host,
-		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
-		Policy:         Policy{Pools: []string{"tank"}},
-		Runner:         sinkRunner{},
-		Log:            logr.Discard(),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = srv.Serve(l) }()
-	defer srv.Close()
+	addr, host, client := benchServer(b, sinkRunner{})
 	tcpL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -280,7 +219,7 @@ func BenchmarkTransport_DataPathRatio(b *testing.B) {
 		}
 	}()
 	dial := func(sshPath bool) *Client {
-		c, err := Dial(context.Background(), l.Addr().String(), ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
+		c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -353,4 +292,28 @@ func medianOf(v []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// benchServer starts an in-process agent on loopback that runs r, and
+// returns its address, host key and an authorized client key.
+func benchServer(b *testing.B, r zfsexec.Runner) (string, ssh.Signer, ssh.Signer) {
+	b.Helper()
+	host, client := benchSigner(b), benchSigner(b)
+	srv, err := NewServer(ServerConfig{
+		HostKey:        host,
+		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
+		Policy:         Policy{Pools: []string{"tank"}},
+		Runner:         r,
+		Log:            logr.Discard(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	b.Cleanup(func() { _ = srv.Close() })
+	return l.Addr().String(), host, client
 }

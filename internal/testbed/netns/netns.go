@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"github.com/z8r-project/z8r/internal/testbed/tb"
 	"io"
@@ -151,85 +152,64 @@ func (n *Network) DialContext(ctx context.Context, network, addr string) (net.Co
 
 // DialIn dials addr from inside the network namespace at nsPath.
 func DialIn(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- result{err: err}
-			runtime.UnlockOSThread()
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(nsPath)
-		if err != nil {
-			ch <- result{err: err}
-			runtime.UnlockOSThread()
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns: %w", err)}
-			runtime.UnlockOSThread()
-			return
-		}
+	var c net.Conn
+	err := inNetNS(nsPath, func() error {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it exits with this goroutine
-			// instead of running other goroutines in the wrong namespace.
-			ch <- result{c, err}
-			return
-		}
-		runtime.UnlockOSThread()
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
 }
 
 // ListenIn opens a TCP listener inside the network namespace at nsPath.
 func ListenIn(nsPath, addr string) (net.Listener, error) {
-	type result struct {
-		l   net.Listener
-		err error
-	}
-	ch := make(chan result, 1)
+	var l net.Listener
+	err := inNetNS(nsPath, func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
+}
+
+// inNetNS runs f on an OS thread switched into the network namespace at
+// nsPath. Sockets f creates stay in that namespace after the thread
+// switches back.
+func inNetNS(nsPath string, f func() error) error {
+	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
-			ch <- result{err: err}
 			runtime.UnlockOSThread()
+			done <- err
 			return
 		}
 		defer orig.Close()
 		target, err := os.Open(nsPath)
 		if err != nil {
-			ch <- result{err: err}
 			runtime.UnlockOSThread()
+			done <- err
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns: %w", err)}
 			runtime.UnlockOSThread()
+			done <- fmt.Errorf("setns: %w", err)
 			return
 		}
-		l, err := net.Listen("tcp", addr)
+		ferr := f()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{l, err}
+			// Leave the thread locked: it exits with this goroutine
+			// instead of running other goroutines in the wrong namespace.
+			done <- errors.Join(ferr, fmt.Errorf("setns back: %w", err))
 			return
 		}
 		runtime.UnlockOSThread()
-		ch <- result{l, err}
+		done <- ferr
 	}()
-	r := <-ch
-	return r.l, r.err
+	return <-done
 }
 
 // Forward makes target (an address in the test process's own network, such
