@@ -397,9 +397,30 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(dr), &cur); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		cur.Status = *status
+		next := status.DeepCopy()
+		keepNewerSyncs(next, &cur.Status)
+		cur.Status = *next
 		return r.Client.Status().Update(ctx, &cur)
 	})
+}
+
+// keepNewerSyncs keeps, per target, the record of the latest sync. A
+// reconcile that started from a cached object older than the previous
+// reconcile's status write must not erase that sync's time, duration, bytes
+// and kind. (A successful Update proves cur was fresh.)
+func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
+	for i := range next.Targets {
+		n := &next.Targets[i]
+		for _, c := range cur.Targets {
+			if c.Node != n.Node || c.Dataset != n.Dataset || c.LastSyncTime == nil {
+				continue
+			}
+			if n.LastSyncTime == nil || c.LastSyncTime.After(n.LastSyncTime.Time) || (n.LastSyncKind == "" && c.LastSyncKind != "") {
+				n.LastSyncTime, n.LastSyncDuration = c.LastSyncTime, c.LastSyncDuration
+				n.LastSyncBytes, n.LastSyncKind = c.LastSyncBytes, c.LastSyncKind
+			}
+		}
+	}
 }
 
 // finalize releases every target's protection on the source, then lets the
