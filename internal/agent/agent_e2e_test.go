@@ -332,14 +332,27 @@ func TestAgent_CancelledTransferLeavesNodesClean(t *testing.T) {
 	if p := zfsProcesses(t); len(p) > 0 {
 		t.Errorf("zfs processes left: %v", p)
 	}
-	all, err := zb.List(ctx, "tank", zfsexec.ListOptions{Depth: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range all {
-		if strings.HasPrefix(d.Name, "tank/big") {
-			t.Errorf("target has %s after a cancelled full receive", d.Name)
+	// The receiving daemon discards the partial dataset of an aborted full
+	// receive once it sees the stream end; give it a bounded moment.
+	var left []string
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		all, err := zb.List(ctx, "tank", zfsexec.ListOptions{Depth: -1})
+		if err != nil {
+			t.Fatal(err)
 		}
+		left = left[:0]
+		for _, d := range all {
+			if strings.HasPrefix(d.Name, "tank/big") {
+				left = append(left, d.Name)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("target still has %v 15s after a cancelled full receive", left)
 	}
 	snaps, err := za.Snapshots(ctx, "tank/big")
 	if err != nil {
