@@ -60,6 +60,11 @@ func (c Capabilities) Names() []string {
 	return out
 }
 
+// unsupported is the error for asking this node for a feature it lacks.
+func (c Capabilities) unsupported(feature string) error {
+	return &UnsupportedError{Feature: feature, Implementation: string(c.Implementation)}
+}
+
 func (c Capabilities) String() string {
 	return fmt.Sprintf("%s %s [%s]", c.Implementation, c.Version, strings.Join(c.Names(), ","))
 }

@@ -51,12 +51,9 @@ var allCaps = Capabilities{Bookmarks: true, ResumableRecv: true, RawSend: true,
 
 // Argv validates o against naming rules and caps and returns the argv.
 func (o SendOptions) Argv(caps Capabilities) ([]string, error) {
-	unsupported := func(f string) error {
-		return &UnsupportedError{Feature: f, Implementation: string(caps.Implementation)}
-	}
 	if o.ResumeToken != "" {
 		if !caps.ResumableRecv {
-			return nil, unsupported("send -t (resume)")
+			return nil, caps.unsupported("send -t (resume)")
 		}
 		if o != (SendOptions{ResumeToken: o.ResumeToken}) {
 			return nil, errors.New("zfsexec: send: a resume token excludes every other option")
@@ -78,19 +75,19 @@ func (o SendOptions) Argv(caps Capabilities) ([]string, error) {
 	}
 	if o.Raw {
 		if !caps.RawSend {
-			return nil, unsupported("raw send (-w)")
+			return nil, caps.unsupported("raw send (-w)")
 		}
 		argv = append(argv, "-w")
 	}
 	if o.Compressed {
 		if !caps.CompressedSend {
-			return nil, unsupported("compressed send (-c)")
+			return nil, caps.unsupported("compressed send (-c)")
 		}
 		argv = append(argv, "-c")
 	}
 	if o.LargeBlocks {
 		if !caps.CompressedSend {
-			return nil, unsupported("large-block send (-L)")
+			return nil, caps.unsupported("large-block send (-L)")
 		}
 		argv = append(argv, "-L")
 	}
@@ -101,7 +98,7 @@ func (o SendOptions) Argv(caps Capabilities) ([]string, error) {
 		}
 		isBookmark := strings.Contains(from, "#")
 		if isBookmark && !caps.Bookmarks {
-			return nil, unsupported("incremental send from a bookmark")
+			return nil, caps.unsupported("incremental send from a bookmark")
 		}
 		flag := "-i"
 		if o.Intermediates {
@@ -199,9 +196,6 @@ func (o RecvOptions) Argv(caps Capabilities) ([]string, error) {
 	if err := ValidateDataset(o.Target); err != nil {
 		return nil, err
 	}
-	unsupported := func(f string) error {
-		return &UnsupportedError{Feature: f, Implementation: string(caps.Implementation)}
-	}
 	argv := []string{"zfs", "recv"}
 	if o.Unmounted {
 		argv = append(argv, "-u")
@@ -211,13 +205,13 @@ func (o RecvOptions) Argv(caps Capabilities) ([]string, error) {
 	}
 	if o.Resumable {
 		if !caps.ResumableRecv {
-			return nil, unsupported("resumable receive (-s)")
+			return nil, caps.unsupported("resumable receive (-s)")
 		}
 		argv = append(argv, "-s")
 	}
 	if len(o.SetProps) > 0 || len(o.ExcludeProps) > 0 {
 		if !caps.RecvProps {
-			return nil, unsupported("receive property overrides (-o/-x)")
+			return nil, caps.unsupported("receive property overrides (-o/-x)")
 		}
 		kvs, err := propArgs(o.SetProps)
 		if err != nil {

@@ -279,24 +279,23 @@ func (z *ZFS) Destroy(ctx context.Context, name string, opts DestroyOptions) err
 
 // Hold places a user hold tag on a snapshot.
 func (z *ZFS) Hold(ctx context.Context, tag, snap string) error {
-	if err := ValidateTag(tag); err != nil {
-		return err
-	}
-	if err := ValidateSnapshot(snap); err != nil {
-		return err
-	}
-	return z.run(ctx, "zfs", "hold", tag, snap)
+	return z.tagCommand(ctx, "hold", tag, snap)
 }
 
 // Release removes a user hold tag from a snapshot.
 func (z *ZFS) Release(ctx context.Context, tag, snap string) error {
+	return z.tagCommand(ctx, "release", tag, snap)
+}
+
+// tagCommand runs `zfs hold|release TAG SNAP` after validating both.
+func (z *ZFS) tagCommand(ctx context.Context, verb, tag, snap string) error {
 	if err := ValidateTag(tag); err != nil {
 		return err
 	}
 	if err := ValidateSnapshot(snap); err != nil {
 		return err
 	}
-	return z.run(ctx, "zfs", "release", tag, snap)
+	return z.run(ctx, "zfs", verb, tag, snap)
 }
 
 // Holds returns the hold tags on a snapshot. zfs-fuse's `zfs holds` is
@@ -310,7 +309,7 @@ func (z *ZFS) Holds(ctx context.Context, snap string) ([]string, error) {
 		return nil, err
 	}
 	if !caps.HoldsList {
-		return nil, &UnsupportedError{Feature: "zfs holds", Implementation: string(caps.Implementation)}
+		return nil, caps.unsupported("zfs holds")
 	}
 	argv := []string{"zfs", "holds", "-H", snap}
 	out, err := z.output(ctx, argv...)
@@ -361,7 +360,7 @@ func (z *ZFS) Bookmark(ctx context.Context, snap, bookmark string) error {
 		return err
 	}
 	if !caps.Bookmarks {
-		return &UnsupportedError{Feature: "bookmarks", Implementation: string(caps.Implementation)}
+		return caps.unsupported("bookmarks")
 	}
 	return z.run(ctx, "zfs", "bookmark", snap, bookmark)
 }
@@ -425,7 +424,7 @@ func (z *ZFS) AbortRecv(ctx context.Context, fs string) error {
 		return err
 	}
 	if !caps.ResumableRecv {
-		return &UnsupportedError{Feature: "resumable receive", Implementation: string(caps.Implementation)}
+		return caps.unsupported("resumable receive")
 	}
 	return z.run(ctx, "zfs", "recv", "-A", fs)
 }

@@ -39,23 +39,9 @@ func (z zeroSource) Run(_ context.Context, c zfsexec.Command) error {
 
 // BenchmarkTransport_TCP is the baseline: a raw loopback TCP copy.
 func BenchmarkTransport_TCP(b *testing.B) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_ = zeroSource{benchBytes}.Run(context.Background(), zfsexec.Command{Stdout: c})
-				c.Close()
-			}()
-		}
-	}()
+	l := tcpServer(b, func(c net.Conn) {
+		_ = zeroSource{benchBytes}.Run(context.Background(), zfsexec.Command{Stdout: c})
+	})
 	b.SetBytes(benchBytes)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -162,23 +148,7 @@ func BenchmarkTransport_UploadTLSData(b *testing.B) { benchUpload(b, false) }
 // BenchmarkTransport_UploadTCP is the baseline for the uploads: the same
 // producer through an io.Pipe into a raw loopback TCP connection.
 func BenchmarkTransport_UploadTCP(b *testing.B) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				_, _ = io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
+	l := tcpServer(b, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	b.SetBytes(benchBytes)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -204,20 +174,7 @@ func BenchmarkTransport_UploadTCP(b *testing.B) {
 // measured alongside it, plus CPU seconds per GiB of the whole process.
 func BenchmarkTransport_DataPathRatio(b *testing.B) {
 	addr, host, client := benchServer(b, sinkRunner{})
-	tcpL, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tcpL.Close()
-	go func() {
-		for {
-			c, err := tcpL.Accept()
-			if err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
+	tcpL := tcpServer(b, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	dial := func(sshPath bool) *Client {
 		c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
 		if err != nil {
@@ -316,4 +273,28 @@ func benchServer(b *testing.B, r zfsexec.Runner) (string, ssh.Signer, ssh.Signer
 	go func() { _ = srv.Serve(l) }()
 	b.Cleanup(func() { _ = srv.Close() })
 	return l.Addr().String(), host, client
+}
+
+// tcpServer serves loopback TCP connections with handle (which the
+// baselines use to send or swallow a stream) until the benchmark ends.
+func tcpServer(b *testing.B, handle func(net.Conn)) net.Listener {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				handle(c)
+				_ = c.Close()
+			}()
+		}
+	}()
+	return l
 }
