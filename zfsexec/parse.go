@@ -107,6 +107,12 @@ func ParseDatasets(argv []string, rows []PropRow) ([]Dataset, error) {
 					d.UserProps = map[string]string{}
 				}
 				d.UserProps[r.Prop] = r.Value
+				if r.Source == "local" {
+					if d.LocalProps == nil {
+						d.LocalProps = map[string]string{}
+					}
+					d.LocalProps[r.Prop] = r.Value
+				}
 			}
 		}
 	}

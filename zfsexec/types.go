@@ -27,8 +27,12 @@ type Dataset struct {
 	// UserRefs is the number of holds on a snapshot (0 for other types).
 	UserRefs uint64
 	// UserProps holds the user properties asked for that have a value
-	// (set locally or received), keyed by property name.
+	// (set locally, received or inherited), keyed by property name.
 	UserProps map[string]string
+	// LocalProps holds those of UserProps whose source is "local": set on
+	// this very object, not inherited from a parent nor received in a
+	// stream. z8r's ownership is decided from these alone.
+	LocalProps map[string]string
 }
 
 // Filesystem returns the dataset part of a snapshot or bookmark name, or

@@ -83,6 +83,12 @@ const (
 	ConflictDiverged
 	ConflictTargetNotEmpty
 	ConflictTargetNewer
+	// ConflictSourceLost: the target's snapshots newer than the base are
+	// all ones it received from this source (z8r's, of this replication),
+	// and the source no longer has them: the *source* lost history (an
+	// operator's rollback or destroy, a failback). The target holds the
+	// only copy; never resolved automatically.
+	ConflictSourceLost
 )
 
 func (k ConflictKind) String() string {
@@ -95,6 +101,8 @@ func (k ConflictKind) String() string {
 		return "TargetNotEmpty"
 	case ConflictTargetNewer:
 		return "TargetNewer"
+	case ConflictSourceLost:
+		return "SourceLost"
 	}
 	return fmt.Sprintf("ConflictKind(%d)", int(k))
 }
@@ -105,6 +113,7 @@ var (
 	ErrDiverged         = errors.New("target has diverged from the source")
 	ErrTargetNotEmpty   = errors.New("target dataset exists without snapshots")
 	ErrTargetNewer      = errors.New("target already has a newer snapshot than the one to send")
+	ErrSourceLost       = errors.New("source no longer has snapshots the target received from it")
 )
 
 // ErrSnapshotMissing: the snapshot ComputeSnapshot was asked to send is not
@@ -142,6 +151,8 @@ func (e *ConflictError) Error() string {
 		return ErrTargetNotEmpty.Error() + ": a full receive would replace its contents"
 	case ConflictTargetNewer:
 		return fmt.Sprintf("%s (its newest, %s, is newer); ZFS cannot receive an older snapshot after it", ErrTargetNewer, e.Base)
+	case ConflictSourceLost:
+		return fmt.Sprintf("%s after common snapshot %s: %s exist only on the target", ErrSourceLost, e.Base, listNames(e.TargetOnly))
 	}
 	return "replication conflict " + e.Kind.String()
 }
@@ -157,6 +168,8 @@ func (e *ConflictError) Is(target error) bool {
 		return target == ErrTargetNotEmpty
 	case ConflictTargetNewer:
 		return target == ErrTargetNewer
+	case ConflictSourceLost:
+		return target == ErrSourceLost
 	}
 	return false
 }

@@ -68,7 +68,7 @@ func PlanSnapshots(l Listing) []plan.Snapshot {
 	for _, d := range l.Snapshots {
 		out = append(out, plan.Snapshot{
 			Name: d.ShortName(), GUID: d.GUID, CreateTXG: d.CreateTXG, Creation: d.Creation,
-			Bookmark: d.IsBookmark(), Owned: snapname.IsOwned(d.UserProps),
+			Bookmark: d.IsBookmark(), Owned: snapname.IsOwned(d.LocalProps),
 		})
 	}
 	return out
@@ -78,7 +78,7 @@ func PlanSnapshots(l Listing) []plan.Snapshot {
 func (l Listing) Newest(ownedOnly bool) *zfsexec.Dataset {
 	for i := len(l.Snapshots) - 1; i >= 0; i-- {
 		d := l.Snapshots[i]
-		if d.IsSnapshot() && (!ownedOnly || snapname.IsOwned(d.UserProps)) {
+		if d.IsSnapshot() && (!ownedOnly || snapname.IsOwned(d.LocalProps)) {
 			return &d
 		}
 	}
@@ -496,7 +496,7 @@ func Prune(ctx context.Context, z *zfsexec.ZFS, dataset string, policy retention
 		if d.UserRefs > 0 {
 			held[d.ShortName()] = true
 		}
-		owned := snapname.IsOwned(d.UserProps)
+		owned := snapname.IsOwned(d.LocalProps)
 		created := d.Creation
 		if _, t, ok := snapname.Parse(d.ShortName()); ok && owned {
 			created = t // the controller's clock, as for schedules

@@ -10,14 +10,25 @@
 //     not as strings ("-10" sorts before "-2").
 //   - A name is only a hint. Ownership is decided by the user property
 //     z8r.dev:owner=z8r (IsOwned), set with z8r.dev:policy=<policy id>
-//     at snapshot creation (Props). A snapshot whose name looks like z8r's
-//     but which lacks the property is foreign: z8r never prunes, holds or
-//     (by default) replicates it.
+//     at snapshot creation (Props), and only when set *locally* on the
+//     snapshot itself (zfsexec.Dataset.LocalProps): a value inherited from a
+//     parent or received in a stream makes nothing z8r's. A snapshot whose
+//     name looks like z8r's but which lacks the local property is foreign:
+//     z8r never prunes, holds or (by default) replicates it. IsOwnedBy
+//     scopes ownership to one replication: retention and rollback act only
+//     on the snapshots of the replication that took them.
 //   - HoldTag(target) is the hold tag that protects a target's incremental
 //     base on the source: z8r-base-<target id> when the id is short and made
 //     of [A-Za-z0-9_.-], otherwise z8r-base-<readable part>-<16 hex digits of
 //     SHA-256>. A tag never contains ':', is at most MaxHoldTagLen long, and
 //     distinct target ids get distinct tags (up to a 64-bit hash collision).
+//   - StepHoldTag(target) (z8r-step-...) protects both ends of a transfer
+//     in flight on the source; ReplicaHoldTag(target) (z8r-last-...)
+//     protects a target's last received snapshot on the target. Same form
+//     as HoldTag; IsZ8RHoldTag recognises all three.
+//   - DivergedName(dataset, t) is where a diverged target is moved aside
+//     (renamed) instead of being rolled back or overwritten:
+//     <dataset>-z8r-diverged-<UTC time>.
 //   - BookmarkName(target, snap) is <hold tag>:<snap>, the bookmark that
 //     protects the same base where the node supports bookmarks. The first
 //     ':' separates the target's tag from the snapshot name

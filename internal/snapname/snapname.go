@@ -110,10 +110,19 @@ func parseExact(s string) (string, time.Time, bool) {
 	return prefix, t.UTC(), true
 }
 
-// IsOwned reports whether a snapshot's user properties mark it as created by
-// z8r.
-func IsOwned(userProps map[string]string) bool {
-	return userProps[OwnerProp] == OwnerValue
+// IsOwned reports whether a snapshot's *locally set* user properties
+// (zfsexec.Dataset.LocalProps) mark it as created by z8r. Pass only local
+// properties: a value inherited from a parent dataset or received in a
+// stream is no proof that z8r created this very snapshot.
+func IsOwned(localProps map[string]string) bool {
+	return localProps[OwnerProp] == OwnerValue
+}
+
+// IsOwnedBy reports whether a snapshot's locally set user properties mark
+// it as created by z8r for the replication (policy) policyID: the scope
+// within which retention may prune it and a rollback may discard it.
+func IsOwnedBy(localProps map[string]string, policyID string) bool {
+	return IsOwned(localProps) && policyID != "" && localProps[PolicyProp] == policyID
 }
 
 // Props returns the user properties to set on a snapshot z8r creates for
@@ -124,8 +133,21 @@ func Props(policyID string) map[string]string {
 
 // Hold tags and bookmarks.
 
-// HoldTagPrefix begins every hold tag z8r places.
-const HoldTagPrefix = "z8r-base-"
+// Hold tag prefixes. Every tag z8r places begins with one of them, and all
+// have the same length.
+const (
+	// HoldTagPrefix begins the tag that protects a target's incremental
+	// base on the source (HoldTag).
+	HoldTagPrefix = "z8r-base-"
+	// StepHoldTagPrefix begins the tag that protects both ends of a
+	// transfer in flight on the source (StepHoldTag).
+	StepHoldTagPrefix = "z8r-step-"
+	// ReplicaHoldTagPrefix begins the tag that protects a target's last
+	// received snapshot on the target (ReplicaHoldTag).
+	ReplicaHoldTagPrefix = "z8r-last-"
+)
+
+var holdTagPrefixes = []string{HoldTagPrefix, StepHoldTagPrefix, ReplicaHoldTagPrefix}
 
 // MaxHoldTagLen is the longest tag HoldTag returns. ZFS accepts longer tags;
 // this keeps BookmarkName's result (tag, ':', snapshot) within name limits.
@@ -138,14 +160,28 @@ const readableLen = 40
 // the source. Ids of [A-Za-z0-9_.-] that fit are used as they are; any
 // other id (including one with ':', which BookmarkName reserves) is
 // sanitised, shortened and followed by a hash of the full id.
-func HoldTag(targetID string) string {
-	if targetID != "" && len(HoldTagPrefix)+len(targetID) <= MaxHoldTagLen && isLiteralID(targetID) {
-		return HoldTagPrefix + targetID
+func HoldTag(targetID string) string { return holdTag(HoldTagPrefix, targetID) }
+
+// StepHoldTag returns the hold tag that protects, on the source, the from
+// and to snapshots of a transfer to targetID while it is in flight (zrepl's
+// step holds): placed before the send, released only after the target's
+// receipt is confirmed and the base hold has moved. Same form as HoldTag.
+func StepHoldTag(targetID string) string { return holdTag(StepHoldTagPrefix, targetID) }
+
+// ReplicaHoldTag returns the hold tag that protects, on the target, the
+// last snapshot received for targetID, so that nothing (target retention,
+// an operator's script) can remove the next incremental's base there.
+// Same form as HoldTag.
+func ReplicaHoldTag(targetID string) string { return holdTag(ReplicaHoldTagPrefix, targetID) }
+
+func holdTag(prefix, targetID string) string {
+	if targetID != "" && len(prefix)+len(targetID) <= MaxHoldTagLen && isLiteralID(targetID) {
+		return prefix + targetID
 	}
 	sum := sha256.Sum256([]byte(targetID))
 	var b strings.Builder
-	b.WriteString(HoldTagPrefix)
-	for i := 0; i < len(targetID) && b.Len() < len(HoldTagPrefix)+readableLen; i++ {
+	b.WriteString(prefix)
+	for i := 0; i < len(targetID) && b.Len() < len(prefix)+readableLen; i++ {
 		c := targetID[i]
 		if !isNameChar(c) || c == ':' {
 			c = '_'
@@ -159,12 +195,41 @@ func HoldTag(targetID string) string {
 	return b.String()
 }
 
-// IsZ8RHoldTag reports whether tag is one z8r places (HoldTag's form).
+// IsZ8RHoldTag reports whether tag is one z8r places (the form of HoldTag,
+// StepHoldTag or ReplicaHoldTag).
 func IsZ8RHoldTag(tag string) bool {
-	if !strings.HasPrefix(tag, HoldTagPrefix) || len(tag) == len(HoldTagPrefix) || len(tag) > MaxHoldTagLen {
-		return false
+	for _, p := range holdTagPrefixes {
+		if strings.HasPrefix(tag, p) && len(tag) > len(p) && len(tag) <= MaxHoldTagLen {
+			return isLiteralID(tag[len(p):])
+		}
 	}
-	return isLiteralID(tag[len(HoldTagPrefix):])
+	return false
+}
+
+// DivergedInfix joins a dataset's name and a time in the name a diverged
+// target is moved aside to (DivergedName).
+const DivergedInfix = "-z8r-diverged-"
+
+// DivergedName returns the name a diverged target dataset is renamed to,
+// in the same parent, instead of being rolled back or overwritten:
+// <dataset>-z8r-diverged-<UTC time>, e.g.
+// tank/data-z8r-diverged-20261130T083500Z. Nothing in it is destroyed.
+func DivergedName(dataset string, t time.Time) string {
+	return dataset + DivergedInfix + t.UTC().Format(TimeLayout)
+}
+
+// ParseDivergedName reports whether name was made by DivergedName, and
+// for which dataset.
+func ParseDivergedName(name string) (dataset string, t time.Time, ok bool) {
+	i := strings.LastIndex(name, DivergedInfix)
+	if i <= 0 {
+		return "", time.Time{}, false
+	}
+	t, err := time.Parse(TimeLayout, name[i+len(DivergedInfix):])
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return name[:i], t.UTC(), true
 }
 
 // BookmarkName returns the short bookmark name (after '#') that protects
