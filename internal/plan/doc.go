@@ -32,14 +32,32 @@
 //     the executor knows to force the receive.
 //   - Up to date: not an error; Steps is empty and Base is the newest common
 //     snapshot.
-//   - Conflicts are *ConflictError; errors.Is matches its Kind's sentinel:
-//     ErrNoCommonSnapshot (the target has snapshots, none shares a GUID with
-//     the source), ErrDiverged (the target has snapshots newer than the base
-//     that the source lacks, or was written since its newest snapshot:
-//     Input.TargetModified), ErrTargetNotEmpty (above).
-//   - Diverged describes a divergence for status without planning; its
-//     OnlyOwned tells whether a rollback would destroy only z8r's snapshots,
-//     the precondition for honouring a rollback-diverged policy.
+//   - Conflicts are *ConflictError; errors.Is matches its Kind's sentinel
+//     (and only that one): ErrNoCommonSnapshot (the target has snapshots,
+//     none shares a GUID with the source), ErrTargetNotEmpty (above), and
+//     for a target with history the source lacks one of two kinds:
+//   - ErrSourceLost (ConflictSourceLost): the target has snapshots newer
+//     than the base that the source lacks, every one of them Owned (z8r
+//     received it from this replication's source), and was not written
+//     since its newest snapshot. The source lost history the target still
+//     has (an operator's rollback or destroy, a failback, a lost
+//     acknowledgement): the target holds the only copy. Never resolved
+//     automatically, not even under a rollback-diverged policy.
+//   - ErrDiverged (ConflictDiverged): the target grew: it has snapshots
+//     newer than the base that the source lacks, at least one of them not
+//     Owned (an operator's, another replication's), or it was written since
+//     its newest snapshot (Input.TargetModified), or both. A
+//     rollback-diverged policy may act on this one, after moving the
+//     target's unique data aside.
+//   - Snapshot.Owned must mean "z8r's, of this replication": callers set it
+//     from snapname.IsOwnedBy(LocalProps, policyID), never from inherited
+//     or received properties. Owned decides both what is sent and which
+//     divergence is which.
+//   - Diverged describes a divergence for status without planning. Its
+//     Kind (and Err) classify it exactly as Compute does; OnlyOwned tells
+//     whether a rollback would destroy only z8r's snapshots (necessary, not
+//     sufficient, for honouring a rollback-diverged policy: with target-only
+//     snapshots it means SourceLost).
 //
 // Contract of ComputeSnapshot (one named snapshot, for VolumeSnapshots):
 //
@@ -54,7 +72,8 @@
 //     send, as for Compute.
 //   - Otherwise the one step is incremental from the base, which must be the
 //     target's newest snapshot (a receive needs it): target snapshots newer
-//     than the newest common one are ErrDiverged, and a base newer than the
+//     than the newest common one are ErrDiverged or ErrSourceLost (as for
+//     Compute), and a base newer than the
 //     snapshot to send is ErrTargetNewer (ConflictTargetNewer: ZFS cannot
 //     receive an older snapshot after a newer one); no common snapshot is
 //     ErrNoCommonSnapshot, and an existing target without snapshots

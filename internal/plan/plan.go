@@ -15,7 +15,11 @@ type Snapshot struct {
 	CreateTXG uint64
 	Creation  time.Time
 	Bookmark  bool
-	Owned     bool // created by z8r (snapname.IsOwned)
+	// Owned: z8r's, of this replication: the caller sets it from
+	// snapname.IsOwnedBy(LocalProps, policyID). On a source that means z8r
+	// took it for this replication; on a target, that z8r received it
+	// from this replication's source.
+	Owned bool
 }
 
 func (s Snapshot) String() string {
@@ -123,14 +127,15 @@ var ErrSnapshotMissing = errors.New("snapshot to send is not on the source")
 // ConflictError is why no plan could be made.
 type ConflictError struct {
 	Kind ConflictKind
-	// Base is the newest common snapshot (ConflictDiverged and
-	// ConflictTargetNewer only).
+	// Base is the newest common snapshot (ConflictDiverged,
+	// ConflictSourceLost and ConflictTargetNewer only).
 	Base *Snapshot
 	// TargetOnly lists the target snapshots newer than Base whose GUID the
-	// source lacks, oldest first (ConflictDiverged), or all target
-	// snapshots (ConflictNoCommonSnapshot).
+	// source lacks, oldest first (ConflictDiverged, ConflictSourceLost:
+	// then all Owned), or all target snapshots (ConflictNoCommonSnapshot).
 	TargetOnly []Snapshot
-	// Modified: the target was written since its newest snapshot.
+	// Modified: the target was written since its newest snapshot
+	// (ConflictDiverged only; never set with ConflictSourceLost).
 	Modified bool
 }
 
@@ -207,7 +212,7 @@ func Compute(in Input) (Plan, error) {
 		return Plan{}, &ConflictError{Kind: ConflictNoCommonSnapshot, TargetOnly: tgt}
 	}
 	if len(targetOnly) > 0 || in.TargetModified {
-		return Plan{}, &ConflictError{Kind: ConflictDiverged, Base: base, TargetOnly: targetOnly, Modified: in.TargetModified}
+		return Plan{}, divergence(base, targetOnly, in.TargetModified)
 	}
 	var send []Snapshot
 	for _, s := range src {
@@ -255,7 +260,7 @@ func ComputeSnapshot(in Input, name string) (Plan, error) {
 		return Plan{}, &ConflictError{Kind: ConflictNoCommonSnapshot, TargetOnly: tgt}
 	}
 	if len(targetOnly) > 0 || in.TargetModified {
-		return Plan{}, &ConflictError{Kind: ConflictDiverged, Base: base, TargetOnly: targetOnly, Modified: in.TargetModified}
+		return Plan{}, divergence(base, targetOnly, in.TargetModified)
 	}
 	if base.CreateTXG >= want.CreateTXG {
 		return Plan{}, &ConflictError{Kind: ConflictTargetNewer, Base: base}
@@ -285,8 +290,13 @@ type Divergence struct {
 	Modified   bool       // target written since its newest snapshot
 }
 
-// OnlyOwned reports whether every target-only snapshot is z8r's, so that a
-// rollback to Base destroys nothing z8r did not create.
+// OnlyOwned reports whether every target-only snapshot is z8r's (of this
+// replication, as the caller set Owned), so that a rollback to Base
+// destroys no snapshot z8r did not create. It says nothing about Modified:
+// a rollback also discards writes since the newest snapshot. And when it
+// holds with snapshots to destroy, the divergence is SourceLost: those
+// snapshots are the only copy left, so OnlyOwned alone never licenses a
+// rollback.
 func (d *Divergence) OnlyOwned() bool {
 	for _, s := range d.TargetOnly {
 		if !s.Owned {
@@ -294,6 +304,28 @@ func (d *Divergence) OnlyOwned() bool {
 		}
 	}
 	return true
+}
+
+// Kind classifies the divergence as Compute does: ConflictSourceLost when
+// the target has snapshots newer than Base, all of them Owned (received
+// from this replication), and was not written since; ConflictDiverged
+// otherwise (the target grew: foreign snapshots, or writes).
+func (d *Divergence) Kind() ConflictKind {
+	if len(d.TargetOnly) > 0 && !d.Modified && d.OnlyOwned() {
+		return ConflictSourceLost
+	}
+	return ConflictDiverged
+}
+
+// Err returns the *ConflictError Compute returns for this divergence.
+func (d *Divergence) Err() *ConflictError {
+	return &ConflictError{Kind: d.Kind(), Base: d.Base, TargetOnly: d.TargetOnly, Modified: d.Modified}
+}
+
+// divergence is the conflict for a target with snapshots newer than base
+// that the source lacks, or written since its newest snapshot.
+func divergence(base *Snapshot, targetOnly []Snapshot, modified bool) *ConflictError {
+	return (&Divergence{Base: base, TargetOnly: targetOnly, Modified: modified}).Err()
 }
 
 // Diverged reports how the target diverged from the source, or nil if it

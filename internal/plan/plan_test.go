@@ -35,7 +35,11 @@ var (
 	c = snap("z8r-c", 0xc, 30)
 	d = snap("z8r-d", 0xd, 40)
 	f = foreign(snap("snapshot-f", 0xf, 25))
-	x = snap("z8r-x", 0x99, 500) // only ever on a target
+	// x is z8r's, received by the target from this replication, and no
+	// longer on the source (the source lost it).
+	x = snap("z8r-x", 0x99, 500)
+	// m is an operator's snapshot taken on the target.
+	m = foreign(snap("manual", 0x98, 510))
 )
 
 func tgt(s ...Snapshot) []Snapshot {
@@ -197,16 +201,30 @@ func TestCompute_Conflicts(t *testing.T) {
 			ErrNoCommonSnapshot, ConflictNoCommonSnapshot, "", []string{"@z8r-a"}, false, ""},
 		{"same name other GUID is not common", Input{Source: src(a, b), Target: tgt(renamed(x, "z8r-a"))},
 			ErrNoCommonSnapshot, ConflictNoCommonSnapshot, "", []string{"@z8r-a"}, false, ""},
-		{"same name other GUID after a common one", Input{Source: src(a, b, c), Target: tgt(a, b2)},
+		{"same name other GUID after a common one", Input{Source: src(a, b, c), Target: tgt(a, foreign(b2))},
 			ErrDiverged, ConflictDiverged, "@z8r-a", []string{"@z8r-b"}, false, "target-only snapshots [@z8r-b]"},
-		{"diverged target-only snapshot", Input{Source: src(a, b, c), Target: tgt(a, b, x)},
-			ErrDiverged, ConflictDiverged, "@z8r-b", []string{"@z8r-x"}, false, "after common snapshot @z8r-b"},
-		{"diverged though up to date otherwise", Input{Source: src(a, b), Target: tgt(a, b, x)},
-			ErrDiverged, ConflictDiverged, "@z8r-b", []string{"@z8r-x"}, false, ""},
+		{"diverged target-only snapshot", Input{Source: src(a, b, c), Target: tgt(a, b, m)},
+			ErrDiverged, ConflictDiverged, "@z8r-b", []string{"@manual"}, false, "after common snapshot @z8r-b"},
+		{"diverged though up to date otherwise", Input{Source: src(a, b), Target: tgt(a, b, m)},
+			ErrDiverged, ConflictDiverged, "@z8r-b", []string{"@manual"}, false, ""},
 		{"diverged by writes", Input{Source: src(a, b), Target: tgt(a), TargetModified: true},
 			ErrDiverged, ConflictDiverged, "@z8r-a", nil, true, "written since"},
-		{"diverged from a bookmark base", Input{Source: src(bookmark(a), b), Target: tgt(a, x)},
-			ErrDiverged, ConflictDiverged, "#z8r-a", []string{"@z8r-x"}, false, ""},
+		{"diverged from a bookmark base", Input{Source: src(bookmark(a), b), Target: tgt(a, m)},
+			ErrDiverged, ConflictDiverged, "#z8r-a", []string{"@manual"}, false, ""},
+		{"diverged: owned and foreign target-only", Input{Source: src(a, b), Target: tgt(a, x, m)},
+			ErrDiverged, ConflictDiverged, "@z8r-a", []string{"@z8r-x", "@manual"}, false, ""},
+		{"diverged: source lost snapshots but target also written", Input{Source: src(a, b), Target: tgt(a, x), TargetModified: true},
+			ErrDiverged, ConflictDiverged, "@z8r-a", []string{"@z8r-x"}, true, "written since"},
+		{"source lost the target's newest", Input{Source: src(a, b), Target: tgt(a, b, x)},
+			ErrSourceLost, ConflictSourceLost, "@z8r-b", []string{"@z8r-x"}, false, "exist only on the target"},
+		{"source lost several (operator rolled the source back)", Input{Source: src(a), Target: tgt(a, b, c)},
+			ErrSourceLost, ConflictSourceLost, "@z8r-a", []string{"@z8r-b", "@z8r-c"}, false, "[@z8r-b @z8r-c]"},
+		{"source lost snapshots, new ones taken since", Input{Source: src(a, d), Target: tgt(a, b, c)},
+			ErrSourceLost, ConflictSourceLost, "@z8r-a", []string{"@z8r-b", "@z8r-c"}, false, ""},
+		{"source lost with a bookmark base", Input{Source: src(bookmark(a), d), Target: tgt(a, x)},
+			ErrSourceLost, ConflictSourceLost, "#z8r-a", []string{"@z8r-x"}, false, ""},
+		{"same name other GUID, owned: source lost it", Input{Source: src(a, b, c), Target: tgt(a, b2)},
+			ErrSourceLost, ConflictSourceLost, "@z8r-a", []string{"@z8r-b"}, false, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,7 +235,7 @@ func TestCompute_Conflicts(t *testing.T) {
 			if !errors.Is(err, tc.sentinel) {
 				t.Fatalf("error %v does not match %v", err, tc.sentinel)
 			}
-			for _, other := range []error{ErrNoCommonSnapshot, ErrDiverged, ErrTargetNotEmpty} {
+			for _, other := range []error{ErrNoCommonSnapshot, ErrDiverged, ErrTargetNotEmpty, ErrTargetNewer, ErrSourceLost} {
 				if other != tc.sentinel && errors.Is(err, other) {
 					t.Fatalf("error %v also matches %v", err, other)
 				}
@@ -264,14 +282,17 @@ func TestDiverged_Cases(t *testing.T) {
 		want      bool
 		onlyOwned bool
 		base      string
+		kind      ConflictKind
 	}{
-		{"up to date", Input{Source: src(a, b), Target: tgt(a, b)}, false, false, ""},
-		{"behind", Input{Source: src(a, b, c), Target: tgt(a)}, false, false, ""},
-		{"target missing", Input{Source: src(a)}, false, false, ""},
-		{"no common snapshot", Input{Source: src(a), Target: tgt(x)}, false, false, ""},
-		{"owned target-only", Input{Source: src(a, b), Target: append(tgt(a), mine)}, true, true, "@z8r-a"},
-		{"foreign target-only", Input{Source: src(a, b), Target: append(tgt(a), received(theirs, 2000))}, true, false, "@z8r-a"},
-		{"written", Input{Source: src(a, b), Target: tgt(a, b), TargetModified: true}, true, true, "@z8r-b"},
+		{"up to date", Input{Source: src(a, b), Target: tgt(a, b)}, false, false, "", 0},
+		{"behind", Input{Source: src(a, b, c), Target: tgt(a)}, false, false, "", 0},
+		{"target missing", Input{Source: src(a)}, false, false, "", 0},
+		{"no common snapshot", Input{Source: src(a), Target: tgt(x)}, false, false, "", 0},
+		{"owned target-only: source lost it", Input{Source: src(a, b), Target: append(tgt(a), mine)}, true, true, "@z8r-a", ConflictSourceLost},
+		{"foreign target-only", Input{Source: src(a, b), Target: append(tgt(a), received(theirs, 2000))}, true, false, "@z8r-a", ConflictDiverged},
+		{"owned and foreign target-only", Input{Source: src(a, b), Target: append(tgt(a), mine, received(theirs, 2001))}, true, false, "@z8r-a", ConflictDiverged},
+		{"owned target-only and written", Input{Source: src(a, b), Target: append(tgt(a), mine), TargetModified: true}, true, true, "@z8r-a", ConflictDiverged},
+		{"written", Input{Source: src(a, b), Target: tgt(a, b), TargetModified: true}, true, true, "@z8r-b", ConflictDiverged},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -282,12 +303,46 @@ func TestDiverged_Cases(t *testing.T) {
 			if dv == nil {
 				return
 			}
-			if dv.OnlyOwned() != tc.onlyOwned || dv.Base.String() != tc.base {
-				t.Fatalf("OnlyOwned=%v base=%v, want %v %v", dv.OnlyOwned(), dv.Base, tc.onlyOwned, tc.base)
+			if dv.OnlyOwned() != tc.onlyOwned || dv.Base.String() != tc.base || dv.Kind() != tc.kind {
+				t.Fatalf("OnlyOwned=%v base=%v kind=%v, want %v %v %v", dv.OnlyOwned(), dv.Base, dv.Kind(), tc.onlyOwned, tc.base, tc.kind)
 			}
 			_, err := Compute(tc.in)
-			if !errors.Is(err, ErrDiverged) {
-				t.Fatalf("Compute error %v, want ErrDiverged", err)
+			var ce *ConflictError
+			if !errors.As(err, &ce) || ce.Kind != tc.kind {
+				t.Fatalf("Compute error %v, want a %v conflict", err, tc.kind)
+			}
+			if !reflect.DeepEqual(ce, dv.Err()) {
+				t.Fatalf("Compute conflict %+v, Divergence.Err %+v", ce, dv.Err())
+			}
+		})
+	}
+}
+
+// TestCompute_SourceLostNeverAutoResolved is issue 15 case 4's pure half:
+// a target whose newer snapshots are all ones z8r received from this
+// source (the source lost them: a failback, an operator's rollback) is not
+// "diverged", so a rollback-diverged policy (which acts on ErrDiverged)
+// never destroys the only copy of that tail. The old planner called it
+// ErrDiverged with OnlyOwned true: exactly what rollback-diverged rolled
+// back.
+func TestCompute_SourceLostNeverAutoResolved(t *testing.T) {
+	e := snap("z8r-e", 0xe, 50)
+	in := Input{Source: src(a, b, e), Target: tgt(a, b, c, d)}
+	tests := []struct {
+		name string
+		plan func() (Plan, error)
+	}{
+		{"Compute", func() (Plan, error) { return Compute(in) }},
+		{"ComputeSnapshot", func() (Plan, error) { return ComputeSnapshot(in, "z8r-e") }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := tc.plan()
+			if !errors.Is(err, ErrSourceLost) || errors.Is(err, ErrDiverged) {
+				t.Fatalf("plan %v, error %v: want ErrSourceLost and not ErrDiverged", steps(p), err)
+			}
+			if !strings.Contains(err.Error(), "[@z8r-c @z8r-d] exist only on the target") {
+				t.Fatalf("message %q does not name the target-only snapshots", err)
 			}
 		})
 	}
@@ -298,6 +353,8 @@ func TestConflictKind_String(t *testing.T) {
 		ConflictNoCommonSnapshot: "NoCommonSnapshot",
 		ConflictDiverged:         "Diverged",
 		ConflictTargetNotEmpty:   "TargetNotEmpty",
+		ConflictTargetNewer:      "TargetNewer",
+		ConflictSourceLost:       "SourceLost",
 		ConflictKind(9):          "ConflictKind(9)",
 	} {
 		if got := k.String(); got != want {

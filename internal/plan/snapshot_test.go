@@ -65,8 +65,10 @@ func TestComputeSnapshot_Conflicts(t *testing.T) {
 	}{
 		{"older than the target's newest",
 			Input{Source: src(a, b, c), Target: tgt(a, c)}, "z8r-b", ErrTargetNewer, ConflictTargetNewer},
-		{"target has snapshots the source lacks",
-			Input{Source: src(a, b), Target: tgt(a, x)}, "z8r-b", ErrDiverged, ConflictDiverged},
+		{"target has foreign snapshots the source lacks",
+			Input{Source: src(a, b), Target: tgt(a, m)}, "z8r-b", ErrDiverged, ConflictDiverged},
+		{"source lost snapshots the target received",
+			Input{Source: src(a, b), Target: tgt(a, x)}, "z8r-b", ErrSourceLost, ConflictSourceLost},
 		{"target modified",
 			Input{Source: src(a, b), Target: tgt(a), TargetModified: true}, "z8r-b", ErrDiverged, ConflictDiverged},
 		{"no common snapshot",

@@ -17,7 +17,8 @@
 // # Meaning
 //
 // A snapshot is kept if ANY rule keeps it. Rules only see Owned snapshots
-// (created by z8r); foreign snapshots are invisible to them and always kept.
+// (created by z8r for the replication being pruned); all others are
+// invisible to them and always kept.
 //
 //   - last=N keeps the N newest.
 //   - all keeps every snapshot (no pruning).
@@ -38,11 +39,24 @@
 //
 // # Safety (Prune)
 //
-// Prune never returns a snapshot that is not Owned, that protect reports as
-// protected (a target's incremental base, a snapshot being sent), or that is
-// the newest owned snapshot (the next incremental base). An owned snapshot
-// with a zero Creation time is kept: its age is unknown. The zero Policy
-// keeps everything.
+// Prune never returns a snapshot
+//
+//   - that is not Owned: Owned must mean z8r's, of the replication being
+//     pruned (snapname.IsOwnedBy on locally set properties), so that one
+//     replication never prunes another's snapshots or an operator's;
+//   - that is the newest owned snapshot (the next incremental base);
+//   - that protect reports as protected: the caller's callback for
+//     snapshots with a hold (any tag: z8r's base, step and last-received
+//     holds, an operator's) and ones being sent;
+//   - whose GUID is a configured target's last known snapshot, passed with
+//     KeepGUIDs (issue 15: a target's newest snapshot stays on the source
+//     until the target has a newer one, even when its hold was lost); with
+//     KeepGUIDs, an owned snapshot of unknown (zero) GUID is kept too;
+//   - with a zero Creation time: its age is unknown.
+//
+// Otherwise a snapshot is destroyed exactly when no rule keeps it. The zero
+// Policy keeps everything. These guarantees are checked on random
+// histories by TestPrune_Properties.
 //
 // Ordering is by CreateTXG when every owned snapshot has one (ZFS's own
 // order, immune to clock steps), by Creation otherwise.

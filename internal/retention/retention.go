@@ -28,10 +28,48 @@ const (
 
 // Snapshot is what pruning needs to know about a snapshot.
 type Snapshot struct {
-	Name      string
+	Name string
+	// GUID identifies the snapshot for KeepGUIDs; zero if unknown.
+	GUID      uint64
 	Creation  time.Time
 	CreateTXG uint64
-	Owned     bool
+	// Owned: z8r's, of the replication being pruned (the caller sets it
+	// from snapname.IsOwnedBy on locally set properties). Rules see only
+	// owned snapshots; the others are always kept.
+	Owned bool
+}
+
+// An Option adds to what Prune keeps whatever the policy says.
+type Option func(*options)
+
+type options struct {
+	keepGUIDs map[uint64]bool
+}
+
+// KeepGUIDs makes Prune keep every snapshot whose GUID is one of guids.
+// Pass the GUID of every configured target's last known snapshot (the
+// newest snapshot each target was last seen to have): that snapshot, or
+// its bookmark, is the next incremental's base for that target, and
+// destroying it would force a full resend. Zero GUIDs are ignored; while
+// any GUID is given, an owned snapshot whose own GUID is zero (unknown) is
+// kept too, since it could be one of them.
+func KeepGUIDs(guids ...uint64) Option {
+	return func(o *options) {
+		for _, g := range guids {
+			if g == 0 {
+				continue
+			}
+			if o.keepGUIDs == nil {
+				o.keepGUIDs = map[uint64]bool{}
+			}
+			o.keepGUIDs[g] = true
+		}
+	}
+}
+
+// keeps reports whether the options protect s.
+func (o options) keeps(s Snapshot) bool {
+	return len(o.keepGUIDs) > 0 && (s.GUID == 0 || o.keepGUIDs[s.GUID])
 }
 
 // Rule is one retention rule: LastN, KeepAllRule or Grid.
@@ -159,11 +197,16 @@ func (p Policy) String() string {
 }
 
 // Prune returns the snapshots of snaps to destroy under p at now, oldest
-// first. See the package documentation for the guarantees. protect may be
-// nil.
-func Prune(snaps []Snapshot, p Policy, now time.Time, protect func(Snapshot) bool) (destroy []Snapshot) {
+// first. See the package documentation for the guarantees. protect (which
+// may be nil) reports snapshots to keep whatever the policy says: held
+// ones, ones being sent; opts add more (KeepGUIDs).
+func Prune(snaps []Snapshot, p Policy, now time.Time, protect func(Snapshot) bool, opts ...Option) (destroy []Snapshot) {
 	if p.IsZero() {
 		return nil
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	var owned []Snapshot
 	for _, s := range snaps {
@@ -192,7 +235,7 @@ func Prune(snaps []Snapshot, p Policy, now time.Time, protect func(Snapshot) boo
 	}
 	kept[len(kept)-1] = true // the newest owned snapshot: next incremental base
 	for i, s := range owned {
-		if kept[i] || s.Creation.IsZero() || (protect != nil && protect(s)) {
+		if kept[i] || s.Creation.IsZero() || o.keeps(s) || (protect != nil && protect(s)) {
 			continue
 		}
 		destroy = append(destroy, s)
