@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -49,6 +50,14 @@ func main() {
 		advertise      = flag.String("advertise-address", "", "host:port other nodes and the controller use to reach this agent (default: $POD_IP with the listen port)")
 		publishEvery   = flag.Duration("publish-interval", 30*time.Second, "how often to refresh the ZFSNode status")
 		healthAddr     = flag.String("health-addr", "", "HTTP address of /healthz, /readyz (zfs answers and every pool exists) and /metrics (empty: off)")
+		auditLog       = flag.String("audit-log", "", "also append every request's audit record (client key fingerprint, remote address, argv, outcome) to this file as JSON lines; the records always go to the agent's log")
+
+		maxUnauth        = flag.Int("max-unauth-conns", agent.DefaultMaxUnauthConns, "cap on connections that have not authenticated yet; more are closed at once")
+		maxUnauthPerAddr = flag.Int("max-unauth-conns-per-addr", agent.DefaultMaxUnauthPerAddr, "cap on unauthenticated connections per remote IP address")
+		handshakeTimeout = flag.Duration("handshake-timeout", agent.DefaultHandshakeTimeout, "time a connection has to authenticate")
+		maxOutput        = flag.Int64("max-output", agent.DefaultMaxOutput, "bound in bytes on the output of a non-stream command (negative: none)")
+		requestTimeout   = flag.Duration("request-timeout", agent.DefaultRequestTimeout, "deadline of a non-stream request (negative: none)")
+		stallTimeout     = flag.Duration("stall-timeout", agent.DefaultStallTimeout, "abort a transfer or zfs send/recv that moved no byte for this long (negative: never)")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -85,6 +94,15 @@ func main() {
 		defer f.Close()
 		runner = agent.AuditRunner{Next: runner, W: f}
 	}
+	var auditW io.Writer
+	if *auditLog != "" {
+		f, err := os.OpenFile(*auditLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			fail(log, err, "open audit log")
+		}
+		defer f.Close()
+		auditW = f
+	}
 	srv, err := agent.NewServer(agent.ServerConfig{
 		HostKey:          hostKey,
 		AuthorizedKeys:   agent.AuthorizedKeysFile(*authorizedKeys),
@@ -93,9 +111,19 @@ func main() {
 		ClientKey:        clientKey,
 		ProgressInterval: *progressEvery,
 		Log:              log,
+		AuditLog:         auditW,
+		MaxUnauthConns:   *maxUnauth,
+		MaxUnauthPerAddr: *maxUnauthPerAddr,
+		HandshakeTimeout: *handshakeTimeout,
+		MaxOutput:        *maxOutput,
+		RequestTimeout:   *requestTimeout,
+		StallTimeout:     *stallTimeout,
 	})
 	if err != nil {
 		fail(log, err, "configure server")
+	}
+	if _, err := agent.AuthorizedKeysFile(*authorizedKeys)(); err != nil {
+		log.Error(err, "authorized keys unusable: every login is refused until they are fixed")
 	}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -125,7 +153,7 @@ func main() {
 		go p.Run(ctx)
 	}
 	if *healthAddr != "" {
-		hs, err := startHealth(ctx, *healthAddr, zfsexec.New(runner), strings.Split(*pools, ","))
+		hs, err := startHealth(ctx, *healthAddr, zfsexec.New(runner), strings.Split(*pools, ","), srv)
 		if err != nil {
 			fail(log, err, "health server")
 		}
@@ -144,7 +172,7 @@ func main() {
 // startHealth serves /healthz, /readyz and /metrics on addr until ctx ends
 // and returns the address it listens on. Ready means zfs answers and every
 // allowed pool exists.
-func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, pools []string) (string, error) {
+func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, pools []string, srv *agent.Server) (string, error) {
 	hs := &health.Server{Check: func(ctx context.Context) error {
 		for _, pool := range pools {
 			ok, err := z.Exists(ctx, pool)
@@ -158,7 +186,16 @@ func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, pools []strin
 		return nil
 	}}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), hs.ReadyCollector())
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), hs.ReadyCollector(),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "z8r_agent_refused_connections_total",
+			Help: "Connections closed at once because they were over a pre-authentication cap."},
+			func() float64 { return float64(srv.Stats().RefusedConns) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "z8r_agent_accept_errors_total",
+			Help: "Temporary accept errors the agent retried."},
+			func() float64 { return float64(srv.Stats().AcceptErrors) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "z8r_agent_unauthenticated_connections",
+			Help: "Open connections that have not authenticated yet."},
+			func() float64 { return float64(srv.Stats().Unauthenticated) }))
 	hs.Gatherer = reg
 	l, err := net.Listen("tcp", addr)
 	if err != nil {

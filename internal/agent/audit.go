@@ -31,3 +31,72 @@ func (a AuditRunner) Run(ctx context.Context, c zfsexec.Command) error {
 	auditMu.Unlock()
 	return a.Next.Run(ctx, c)
 }
+
+// The audit log. Every request an agent receives (every login attempt
+// refused, every channel: run or transfer) leaves records in the agent's
+// log with the constant message "audit": who asked (the client key's
+// SHA256 fingerprint and remote address), what (the argv, or a transfer's
+// send, receive and target), and the outcome: refused with the reason,
+// accepted (transfers and zfs send/recv streams, which may run for hours),
+// and finished with the exit kind, code and duration. A refused request has
+// exactly one record and started nothing. ServerConfig.AuditLog
+// receives the same records as JSON lines.
+
+// Audit outcomes.
+const (
+	outcomeRefused  = "refused"
+	outcomeAccepted = "accepted"
+	outcomeFinished = "finished"
+)
+
+// auditRecord is one audit entry.
+type auditRecord struct {
+	Time        string   `json:"time"`
+	Remote      string   `json:"remote"`
+	Fingerprint string   `json:"fingerprint"`
+	Request     string   `json:"request"`
+	Argv        []string `json:"argv,omitempty"`
+	Outcome     string   `json:"outcome"`
+	Reason      string   `json:"reason,omitempty"`
+	ExitKind    string   `json:"exitKind,omitempty"`
+	ExitCode    int      `json:"exitCode,omitempty"`
+	DurationMS  int64    `json:"durationMillis,omitempty"`
+}
+
+// client is who sent a request.
+type client struct{ remote, fingerprint string }
+
+func (c client) record(request string, argv []string, outcome, reason string) auditRecord {
+	return auditRecord{Remote: c.remote, Fingerprint: c.fingerprint, Request: request, Argv: argv, Outcome: outcome, Reason: reason}
+}
+
+func (c client) finished(request string, argv []string, st exitStatus, d time.Duration) auditRecord {
+	r := c.record(request, argv, outcomeFinished, st.Message)
+	r.ExitKind, r.ExitCode, r.DurationMS = st.Kind, st.Code, d.Milliseconds()
+	if st.Kind == "" {
+		r.ExitKind = "ok"
+	}
+	return r
+}
+
+// audit writes r to the log and, when configured, the audit file.
+func (s *Server) audit(r auditRecord) {
+	r.Time = time.Now().UTC().Format(time.RFC3339Nano)
+	kv := []any{"outcome", r.Outcome, "request", r.Request, "remote", r.Remote, "fingerprint", r.Fingerprint, "argv", r.Argv}
+	if r.Reason != "" {
+		kv = append(kv, "reason", r.Reason)
+	}
+	if r.Outcome == outcomeFinished {
+		kv = append(kv, "exitKind", r.ExitKind, "exitCode", r.ExitCode, "durationMillis", r.DurationMS)
+	}
+	s.cfg.Log.Info("audit", kv...)
+	if s.cfg.AuditLog != nil {
+		line, err := json.Marshal(r)
+		if err != nil {
+			return
+		}
+		auditMu.Lock()
+		_, _ = s.cfg.AuditLog.Write(append(line, '\n'))
+		auditMu.Unlock()
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -37,6 +38,15 @@ type ClientConfig struct {
 	// request on it instead of letting it hang on a vanished peer
 	// (default 15s; negative disables).
 	KeepAlive time.Duration
+	// MaxOutput bounds what the client accepts from a non-stream command
+	// (everything but zfs send and recv): past it the request is cancelled
+	// and fails with ErrOutputLimit, so a hostile agent cannot grow the
+	// caller's memory (default DefaultMaxOutput; negative disables).
+	MaxOutput int64
+	// RequestTimeout bounds a non-stream request when ctx has no earlier
+	// deadline; past it the request is cancelled and fails with
+	// ErrRequestTimeout (default DefaultRequestTimeout; negative disables).
+	RequestTimeout time.Duration
 }
 
 // Client is a connection to one agent. It is safe for concurrent use; each
@@ -47,6 +57,9 @@ type Client struct {
 	zfs      *zfsexec.ZFS
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	dataConn bool
+	// maxOutput and requestTimeout bound non-stream requests (≤ 0: none).
+	maxOutput      int64
+	requestTimeout time.Duration
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -93,8 +106,14 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("agent: ssh handshake with %s: %w", addr, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
+	if cfg.MaxOutput == 0 {
+		cfg.MaxOutput = DefaultMaxOutput
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
 	c := &Client{conn: ssh.NewClient(sc, chans, reqs), addr: addr, closed: make(chan struct{}),
-		dial: cfg.Dial, dataConn: !cfg.SSHDataPath}
+		dial: cfg.Dial, dataConn: !cfg.SSHDataPath, maxOutput: cfg.MaxOutput, requestTimeout: cfg.RequestTimeout}
 	c.zfs = zfsexec.New(c.Runner())
 	go func() {
 		_ = c.conn.Wait()
@@ -173,7 +192,33 @@ type remoteRunner struct{ c *Client }
 
 func (r remoteRunner) Run(ctx context.Context, cmd zfsexec.Command) error {
 	req := runRequest{Argv: cmd.Argv, DataConn: cmd.Stdin != nil && r.c.dataConn}
-	return r.c.request(ctx, ChanRun, req, cmd.Stdin, cmd.Stdout, nil)
+	if isStream(cmd.Argv) {
+		return r.c.request(ctx, ChanRun, req, cmd.Stdin, cmd.Stdout, nil)
+	}
+	// A non-stream command is bounded in time and output on this side too:
+	// the agent's own bounds protect the node, these protect the caller
+	// from an agent that ignores them.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if r.c.requestTimeout > 0 {
+		t := time.AfterFunc(r.c.requestTimeout, func() {
+			stop(fmt.Errorf("%w (%s)", ErrRequestTimeout, r.c.requestTimeout))
+		})
+		defer t.Stop()
+	}
+	stdout := cmd.Stdout
+	if stdout != nil && r.c.maxOutput > 0 {
+		stdout = &limitWriter{W: stdout, max: r.c.maxOutput, exceeded: func() {
+			stop(fmt.Errorf("%w (%d bytes)", ErrOutputLimit, r.c.maxOutput))
+		}}
+	}
+	err := r.c.request(ctx, ChanRun, req, cmd.Stdin, stdout, nil)
+	if err != nil && ctx.Err() != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrOutputLimit) || errors.Is(cause, ErrRequestTimeout) {
+			return fmt.Errorf("agent %s: %q: %w", r.c.addr, cmd.Argv, cause)
+		}
+	}
+	return err
 }
 
 // Transfer asks the agent to send req.Send straight to the target agent.
@@ -229,8 +274,10 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 	}
 	var dataMu sync.Mutex
 	var data net.Conn
+	ended := false
 	defer func() {
 		dataMu.Lock()
+		ended = true
 		if data != nil {
 			_ = data.Close()
 		}
@@ -243,12 +290,20 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 			return
 		}
 		dataMu.Lock()
+		if ended {
+			// The request is over: a late data connection sends nothing.
+			dataMu.Unlock()
+			_ = dc.Close()
+			return
+		}
 		data = dc
 		dataMu.Unlock()
 		_, _ = io.CopyBuffer(dc, stdin, make([]byte, 256<<10))
 		_ = dc.CloseWrite()
 	}
 	status := make(chan *exitStatus, 1)
+	tickets := 0
+	var violation atomic.Bool
 	go func() {
 		var got *exitStatus
 		for r := range reqs {
@@ -261,7 +316,15 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 			case reqDataTicket:
 				var t dataTicket
 				if dataConn && stdin != nil && json.Unmarshal(r.Payload, &t) == nil {
-					go sendData(t)
+					// One data connection per channel: a second ticket
+					// (an agent asking for the stream twice) ends the
+					// request instead of sending the data again.
+					if tickets++; tickets == 1 {
+						go sendData(t)
+					} else {
+						violation.Store(true)
+						_ = ch.Close()
+					}
 				}
 			case reqProgress:
 				var p Progress
@@ -284,6 +347,9 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 	}
 	st := <-status
 	_ = ch.Close()
+	if violation.Load() {
+		return fmt.Errorf("agent %s: %s: several data tickets on one channel: %w", c.addr, chanType, ErrProtocol)
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("agent %s: %w", c.addr, ctx.Err())
 	}

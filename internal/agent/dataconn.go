@@ -118,8 +118,10 @@ func (d *dataServer) ticket() (dataTicket, func(ctx context.Context) (net.Conn, 
 
 // serve completes the TLS handshake on c, reads the token and delivers c to
 // the command waiting for it. Anything else is closed.
-func (d *dataServer) serve(c net.Conn) {
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+// The handshake and token must arrive before the deadline the server set
+// on accept; release frees the pre-authentication slot.
+func (d *dataServer) serve(c net.Conn, release func()) {
+	defer release()
 	tc := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{d.cert}, MinVersion: tls.VersionTLS13, DynamicRecordSizingDisabled: true})
 	buf := make([]byte, 2*tokenLen)
 	if _, err := io.ReadFull(tc, buf); err != nil {
@@ -152,12 +154,11 @@ type sniffConn struct {
 func (s sniffConn) Read(p []byte) (int, error) { return s.r.Read(p) }
 
 // isTLS reads the connection's first byte: 0x16 is a TLS handshake record;
-// an SSH client starts with "SSH-".
+// an SSH client starts with "SSH-". The read is bounded by the deadline the
+// server set on accept.
 func isTLS(c net.Conn) (net.Conn, bool, error) {
 	r := bufio.NewReader(c)
-	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	b, err := r.Peek(1)
-	_ = c.SetReadDeadline(time.Time{})
 	if err != nil {
 		return nil, false, err
 	}

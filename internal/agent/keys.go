@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -9,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/crypto/ssh"
 )
@@ -62,32 +64,37 @@ func LoadKey(path string) (ssh.Signer, error) {
 	return s, nil
 }
 
-// ParseAuthorizedKeys parses authorized_keys content (one key per line,
-// comments and blank lines allowed).
+// ParseAuthorizedKeys parses authorized_keys content: one key per line,
+// comments (#) and blank lines allowed. The agent honours no
+// authorized_keys option (from=, command=, no-pty, expiry-time=, ...), so
+// a line carrying any is refused with an error naming the line instead of
+// being accepted without its restriction; so is any line that does not
+// parse. The caller then admits nobody (fail closed).
 func ParseAuthorizedKeys(b []byte) ([]ssh.PublicKey, error) {
 	var keys []ssh.PublicKey
-	for len(b) > 0 {
-		k, _, _, rest, err := ssh.ParseAuthorizedKey(b)
+	for i, line := range bytes.Split(b, []byte("\n")) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		k, _, options, rest, err := ssh.ParseAuthorizedKey(line)
 		if err != nil {
-			if len(keys) > 0 || isBlank(b) {
-				break
-			}
-			return nil, fmt.Errorf("agent: parse authorized keys: %w", err)
+			return nil, fmt.Errorf("agent: authorized keys line %d: %w", i+1, err)
+		}
+		if len(options) > 0 {
+			return nil, fmt.Errorf("agent: authorized keys line %d: %w: %s", i+1, ErrKeyOptions, strings.Join(options, ","))
+		}
+		if len(bytes.TrimSpace(rest)) > 0 {
+			return nil, fmt.Errorf("agent: authorized keys line %d: trailing data", i+1)
 		}
 		keys = append(keys, k)
-		b = rest
 	}
 	return keys, nil
 }
 
-func isBlank(b []byte) bool {
-	for _, c := range b {
-		if c != ' ' && c != '\n' && c != '\t' && c != '\r' {
-			return false
-		}
-	}
-	return true
-}
+// ErrKeyOptions: an authorized_keys line carries options, which the agent
+// does not honour.
+var ErrKeyOptions = errors.New("options are not supported (the agent would not enforce them): remove them")
 
 // AuthorizedKeysFile returns a loader that re-reads path on every call, so
 // a rotated Secret mounted there applies to the next login. Every file in

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/z8r-project/z8r/zfsexec"
 )
@@ -22,6 +26,69 @@ const (
 	reqExit     = "z8r.dev/exit"
 	reqProgress = "z8r.dev/progress"
 )
+
+// Bounds on what a request's payload may hold. They are far above what
+// z8r's own requests need and keep a hostile payload from costing memory.
+const (
+	// maxPayload bounds a channel's extra data.
+	maxPayload = 64 << 10
+	// maxArgs bounds a run request's argv length.
+	maxArgs = 64
+	// maxArgLen bounds one argument.
+	maxArgLen = 4096
+)
+
+// errMalformed is the refusal of a payload that does not decode.
+var errMalformed = errors.New("malformed request")
+
+// decodeRunRequest decodes and bounds a ChanRun payload. It accepts only
+// one JSON object with known fields; argv must be non-empty, within the
+// bounds, valid UTF-8 and free of NUL bytes.
+func decodeRunRequest(b []byte) (runRequest, error) {
+	var req runRequest
+	if err := decodeStrict(b, &req); err != nil {
+		return runRequest{}, err
+	}
+	if len(req.Argv) == 0 || len(req.Argv) > maxArgs {
+		return runRequest{}, fmt.Errorf("%w: argv must have 1 to %d arguments", errMalformed, maxArgs)
+	}
+	for _, a := range req.Argv {
+		if len(a) > maxArgLen || !utf8.ValidString(a) || strings.IndexByte(a, 0) >= 0 {
+			return runRequest{}, fmt.Errorf("%w: argument over %d bytes, not UTF-8 or with a NUL byte", errMalformed, maxArgLen)
+		}
+	}
+	return req, nil
+}
+
+// decodeTransferRequest decodes and bounds a ChanTransfer payload; the
+// meaning of its fields is checked by Server.checkTransfer.
+func decodeTransferRequest(b []byte) (TransferRequest, error) {
+	var req TransferRequest
+	if err := decodeStrict(b, &req); err != nil {
+		return TransferRequest{}, err
+	}
+	return req, nil
+}
+
+// decodeStrict decodes exactly one JSON object of at most maxPayload bytes
+// into v, refusing unknown fields and trailing data.
+func decodeStrict(b []byte, v any) error {
+	if len(b) > maxPayload {
+		return fmt.Errorf("%w: payload over %d bytes", errMalformed, maxPayload)
+	}
+	if !utf8.Valid(b) {
+		return fmt.Errorf("%w: payload is not UTF-8", errMalformed)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the request", errMalformed)
+	}
+	return nil
+}
 
 type runRequest struct {
 	Argv []string `json:"argv"`
@@ -65,6 +132,9 @@ const (
 	kindCanceled    = "canceled"
 	kindUnsupported = "unsupported"
 	kindInternal    = "internal"
+	kindOutputLimit = "output-limit"
+	kindTimeout     = "timeout"
+	kindStalled     = "stalled"
 )
 
 // exitStatus ends every channel.
@@ -81,6 +151,10 @@ type exitStatus struct {
 
 // ErrHostKeyMismatch: the peer presented a host key other than the pinned one.
 var ErrHostKeyMismatch = errors.New("host key does not match the pinned key")
+
+// ErrProtocol: the agent broke the protocol (for example, it sent a second
+// data ticket on one channel); the request was ended.
+var ErrProtocol = errors.New("agent protocol violation")
 
 // ErrUnreachable: the agent could not be reached.
 var ErrUnreachable = errors.New("node agent unreachable")
@@ -106,6 +180,12 @@ func (e *RemoteError) Is(target error) bool {
 		return target == zfsexec.ErrUnsupported
 	case kindRefused:
 		return target == ErrRefused
+	case kindOutputLimit:
+		return target == ErrOutputLimit
+	case kindTimeout:
+		return target == ErrRequestTimeout
+	case kindStalled:
+		return target == ErrStalled
 	}
 	return false
 }
@@ -133,6 +213,12 @@ func statusFromError(err error) exitStatus {
 		return exitStatus{Kind: kindBaseMissing, Message: err.Error()}
 	case errors.Is(err, zfsexec.ErrUnsupported):
 		return exitStatus{Kind: kindUnsupported, Message: err.Error()}
+	case errors.Is(err, ErrOutputLimit):
+		return exitStatus{Kind: kindOutputLimit, Message: err.Error()}
+	case errors.Is(err, ErrRequestTimeout):
+		return exitStatus{Kind: kindTimeout, Message: err.Error()}
+	case errors.Is(err, ErrStalled):
+		return exitStatus{Kind: kindStalled, Message: err.Error()}
 	case errors.Is(err, errCanceled):
 		return exitStatus{Kind: kindCanceled, Message: err.Error()}
 	}

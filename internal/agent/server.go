@@ -2,12 +2,12 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -35,16 +35,68 @@ type ServerConfig struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ProgressInterval is how often transfers report progress (default 1s).
 	ProgressInterval time.Duration
-	Log              logr.Logger
+	// Log receives the audit record of every request (constant message
+	// "audit", see audit.go) and the server's own events.
+	Log logr.Logger
+	// AuditLog, if set, also receives each audit record as a JSON line.
+	AuditLog io.Writer
+
+	// Limits. Zero means the Default* value of limits.go; a negative
+	// duration or output bound disables that limit.
+
+	// MaxUnauthConns caps connections not yet authenticated; more are
+	// closed at once and counted (Stats.RefusedConns).
+	MaxUnauthConns int
+	// MaxUnauthPerAddr caps them per remote IP address.
+	MaxUnauthPerAddr int
+	// HandshakeTimeout bounds accept-to-authenticated (SSH handshake, or a
+	// data connection's token).
+	HandshakeTimeout time.Duration
+	// MaxOutput bounds what a non-stream command may write; past it the
+	// command is killed and the request fails with ErrOutputLimit.
+	MaxOutput int64
+	// RequestTimeout bounds a non-stream request; past it the command is
+	// killed and the request fails with ErrRequestTimeout.
+	RequestTimeout time.Duration
+	// StallTimeout aborts a transfer or a stream command (zfs send/recv)
+	// that moved no byte for that long, as a cancellation does; the
+	// request fails with ErrStalled.
+	StallTimeout time.Duration
+}
+
+func (c *ServerConfig) setDefaults() {
+	if c.ProgressInterval == 0 {
+		c.ProgressInterval = time.Second
+	}
+	if c.MaxUnauthConns <= 0 {
+		c.MaxUnauthConns = DefaultMaxUnauthConns
+	}
+	if c.MaxUnauthPerAddr <= 0 {
+		c.MaxUnauthPerAddr = DefaultMaxUnauthPerAddr
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxOutput == 0 {
+		c.MaxOutput = DefaultMaxOutput
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
 }
 
 // Server is a node agent's SSH endpoint. It accepts only the typed requests
 // of this package's protocol: no shell, no arbitrary exec.
 type Server struct {
-	cfg   ServerConfig
-	zfs   *zfsexec.ZFS
-	peers *Peers
-	data  *dataServer
+	cfg          ServerConfig
+	zfs          *zfsexec.ZFS
+	peers        *Peers
+	data         *dataServer
+	unauth       *connLimiter
+	acceptErrors atomic.Int64
 
 	mu       sync.Mutex
 	conns    map[*ssh.ServerConn]struct{}
@@ -60,14 +112,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if len(cfg.Policy.Pools) == 0 {
 		return nil, errors.New("agent: server needs at least one allowed pool")
 	}
-	if cfg.ProgressInterval == 0 {
-		cfg.ProgressInterval = time.Second
-	}
+	cfg.setDefaults()
 	data, err := newDataServer()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{}}
+	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{},
+		unauth: newConnLimiter(cfg.MaxUnauthConns, cfg.MaxUnauthPerAddr)}
 	if cfg.ClientKey != nil {
 		s.peers = NewPeers(cfg.ClientKey, cfg.Dial)
 	}
@@ -77,16 +128,21 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 func (s *Server) sshConfig() *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			fp := ssh.FingerprintSHA256(key)
 			keys, err := s.cfg.AuthorizedKeys()
 			if err != nil {
+				// Fail closed and loudly: a file the agent cannot fully
+				// understand (e.g. a line with options) admits nobody.
+				s.cfg.Log.Error(err, "authorized keys unusable, login refused", "remote", meta.RemoteAddr().String(), "fingerprint", fp)
+				s.audit(auditRecord{Remote: meta.RemoteAddr().String(), Fingerprint: fp, Request: "login", Outcome: outcomeRefused, Reason: "authorized keys unusable: " + err.Error()})
 				return nil, fmt.Errorf("agent: load authorized keys: %w", err)
 			}
 			for _, k := range keys {
 				if keysEqual(k, key) {
-					return &ssh.Permissions{Extensions: map[string]string{"fingerprint": ssh.FingerprintSHA256(key)}}, nil
+					return &ssh.Permissions{Extensions: map[string]string{"fingerprint": fp}}, nil
 				}
 			}
-			s.cfg.Log.Info("refused unknown client key", "remote", meta.RemoteAddr().String(), "fingerprint", ssh.FingerprintSHA256(key))
+			s.audit(auditRecord{Remote: meta.RemoteAddr().String(), Fingerprint: fp, Request: "login", Outcome: outcomeRefused, Reason: "unknown client key"})
 			return nil, errors.New("agent: unknown client key")
 		},
 		ServerVersion: "SSH-2.0-z8r-agent",
@@ -95,12 +151,16 @@ func (s *Server) sshConfig() *ssh.ServerConfig {
 	return c
 }
 
-// Serve accepts connections on l until Close.
+// Serve accepts connections on l until Close. Temporary Accept errors (out
+// of file descriptors, an aborted connection, a timeout) are retried with
+// backoff; connections over the pre-authentication caps are closed at once
+// and counted; every connection must authenticate within HandshakeTimeout.
 func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	s.listener = l
 	s.mu.Unlock()
 	cfg := s.sshConfig()
+	failures := 0
 	for {
 		nc, err := l.Accept()
 		if err != nil {
@@ -110,20 +170,44 @@ func (s *Server) Serve(l net.Listener) error {
 			if closed {
 				return nil
 			}
+			if temporaryAcceptError(err) {
+				failures++
+				s.acceptErrors.Add(1)
+				wait := acceptBackoff(failures)
+				s.cfg.Log.Error(err, "accept failed, retrying", "retryIn", wait.String())
+				time.Sleep(wait)
+				continue
+			}
 			return fmt.Errorf("agent: accept: %w", err)
 		}
+		failures = 0
+		release, ok := s.unauth.acquire(nc.RemoteAddr())
+		if !ok {
+			_ = nc.Close()
+			if n := s.unauth.refused.Load(); n == 1 || n%100 == 0 {
+				s.cfg.Log.Info("connection over the pre-authentication cap closed", "remote", nc.RemoteAddr().String(), "refusedTotal", n)
+			}
+			continue
+		}
+		_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		go func() {
 			c, tlsConn, err := isTLS(nc)
 			switch {
 			case err != nil:
+				release()
 				_ = nc.Close()
 			case tlsConn:
-				s.data.serve(c)
+				s.data.serve(c, release)
 			default:
-				s.handleConn(c, cfg)
+				s.handleConn(c, cfg, release)
 			}
 		}()
 	}
+}
+
+// Stats returns the connection counters.
+func (s *Server) Stats() Stats {
+	return Stats{Unauthenticated: s.unauth.unauthenticated(), RefusedConns: s.unauth.refused.Load(), AcceptErrors: s.acceptErrors.Load()}
 }
 
 // Close stops accepting, closes every connection (which cancels their
@@ -147,9 +231,11 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig) {
-	_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+// handleConn runs the SSH handshake (under the deadline Serve set) and then
+// the connection's channels. release frees the pre-authentication slot.
+func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig, release func()) {
 	conn, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+	release()
 	if err != nil {
 		_ = nc.Close()
 		return
@@ -163,7 +249,8 @@ func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig) {
 	}
 	s.conns[conn] = struct{}{}
 	s.mu.Unlock()
-	log := s.cfg.Log.WithValues("remote", conn.RemoteAddr().String(), "client", conn.Permissions.Extensions["fingerprint"])
+	who := client{remote: conn.RemoteAddr().String(), fingerprint: conn.Permissions.Extensions["fingerprint"]}
+	log := s.cfg.Log.WithValues("remote", who.remote, "fingerprint", who.fingerprint)
 	log.V(1).Info("client connected")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() {
@@ -177,10 +264,11 @@ func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig) {
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case ChanRun:
-			go s.handleRun(ctx, log, nch)
+			go s.handleRun(ctx, who, nch)
 		case ChanTransfer:
-			go s.handleTransfer(ctx, log, nch)
+			go s.handleTransfer(ctx, who, log, nch)
 		default:
+			s.audit(who.record(nch.ChannelType(), nil, outcomeRefused, "unknown request type"))
 			_ = nch.Reject(ssh.UnknownChannelType, "unknown request type")
 		}
 	}
@@ -210,22 +298,52 @@ func finish(ch ssh.Channel, st exitStatus) {
 	_ = ch.Close()
 }
 
-func (s *Server) handleRun(ctx context.Context, log logr.Logger, nch ssh.NewChannel) {
-	var req runRequest
-	if err := json.Unmarshal(nch.ExtraData(), &req); err != nil {
-		_ = nch.Reject(ssh.Prohibited, "malformed request")
-		return
-	}
-	if err := s.cfg.Policy.Check(req.Argv); err != nil {
-		log.Info("refused request", "argv", req.Argv, "reason", err.Error())
+func (s *Server) handleRun(ctx context.Context, who client, nch ssh.NewChannel) {
+	req, err := decodeRunRequest(nch.ExtraData())
+	if err != nil {
+		s.audit(who.record(ChanRun, nil, outcomeRefused, err.Error()))
 		_ = nch.Reject(ssh.Prohibited, err.Error())
 		return
 	}
-	ch, ctx, cancel, err := accept(ctx, nch)
+	if err := s.cfg.Policy.Check(req.Argv); err != nil {
+		s.audit(who.record(ChanRun, req.Argv, outcomeRefused, refusalReason(err)))
+		_ = nch.Reject(ssh.Prohibited, refusalReason(err))
+		return
+	}
+	ch, chCtx, cancel, err := accept(ctx, nch)
 	if err != nil {
 		return
 	}
 	defer cancel()
+	stream := isStream(req.Argv)
+	if stream {
+		// A stream may run for hours: its start is on record too. Other
+		// requests leave one record, when they finish.
+		s.audit(who.record(ChanRun, req.Argv, outcomeAccepted, ""))
+	}
+	// Every request runs under a context whose cause says why it ended
+	// early: the client went away, the deadline passed, the output
+	// outgrew its bound, or the stream stalled.
+	ctx, stop := context.WithCancelCause(chCtx)
+	defer stop(nil)
+	var stdout io.Writer = ch
+	act := &activity{}
+	if stream {
+		stdout = activityWriter{w: ch, a: act}
+		go watchStall(ctx, stop, s.cfg.StallTimeout, act.n.Load)
+	} else {
+		if s.cfg.RequestTimeout > 0 {
+			t := time.AfterFunc(s.cfg.RequestTimeout, func() {
+				stop(fmt.Errorf("%w (%s)", ErrRequestTimeout, s.cfg.RequestTimeout))
+			})
+			defer t.Stop()
+		}
+		if s.cfg.MaxOutput > 0 {
+			stdout = &limitWriter{W: ch, max: s.cfg.MaxOutput, exceeded: func() {
+				stop(fmt.Errorf("%w (%d bytes)", ErrOutputLimit, s.cfg.MaxOutput))
+			}}
+		}
+	}
 	var stdin io.Reader = ch
 	if req.DataConn {
 		// Stdin arrives on a TLS connection set up with a ticket sent on
@@ -239,61 +357,118 @@ func (s *Server) handleRun(ctx context.Context, log logr.Logger, nch ssh.NewChan
 			dc, err = wait(ctx)
 		}
 		if err != nil {
-			finish(ch, exitStatus{Kind: kindUnreachable, Message: "data connection: " + err.Error()})
+			st := exitStatus{Kind: kindUnreachable, Message: "data connection: " + err.Error()}
+			s.audit(who.finished(ChanRun, req.Argv, st, 0))
+			finish(ch, st)
 			return
 		}
 		defer dc.Close()
 		stdin = dc
 	}
-	start := time.Now()
-	err = s.cfg.Runner.Run(ctx, zfsexec.Command{Argv: req.Argv, Stdin: stdin, Stdout: ch})
-	log.V(1).Info("ran command", "argv", req.Argv, "duration", time.Since(start).String(), "error", errString(err))
-	st := statusFromError(err)
-	if err != nil && ctx.Err() != nil {
-		st = exitStatus{Kind: kindCanceled, Message: err.Error()}
+	if stream {
+		stdin = activityReader{r: stdin, a: act}
 	}
+	start := time.Now()
+	err = s.cfg.Runner.Run(ctx, zfsexec.Command{Argv: req.Argv, Stdin: stdin, Stdout: stdout})
+	st := endStatus(ctx, err)
+	s.audit(who.finished(ChanRun, req.Argv, st, time.Since(start)))
 	finish(ch, st)
 }
 
-func (s *Server) handleTransfer(ctx context.Context, log logr.Logger, nch ssh.NewChannel) {
-	var req TransferRequest
-	if err := json.Unmarshal(nch.ExtraData(), &req); err != nil {
-		_ = nch.Reject(ssh.Prohibited, "malformed request")
+// endStatus is the exit status of a request that ended with err under ctx:
+// a context cancelled with a cause (deadline, output bound, stall) reports
+// the cause, a plainly cancelled one a cancellation.
+func endStatus(ctx context.Context, err error) exitStatus {
+	if err == nil {
+		return exitStatus{}
+	}
+	if ctx.Err() != nil {
+		cause := context.Cause(ctx)
+		if errors.Is(cause, ErrOutputLimit) || errors.Is(cause, ErrRequestTimeout) || errors.Is(cause, ErrStalled) {
+			return statusFromError(cause)
+		}
+		return exitStatus{Kind: kindCanceled, Message: err.Error()}
+	}
+	return statusFromError(err)
+}
+
+func (s *Server) handleTransfer(ctx context.Context, who client, log logr.Logger, nch ssh.NewChannel) {
+	req, err := decodeTransferRequest(nch.ExtraData())
+	if err != nil {
+		s.audit(who.record(ChanTransfer, nil, outcomeRefused, err.Error()))
+		_ = nch.Reject(ssh.Prohibited, err.Error())
 		return
 	}
+	argv := transferArgv(req)
 	if s.peers == nil {
+		s.audit(who.record(ChanTransfer, argv, outcomeRefused, "this agent has no client key for transfers"))
 		_ = nch.Reject(ssh.Prohibited, "this agent has no client key for transfers")
 		return
 	}
 	if err := s.checkTransfer(ctx, req); err != nil {
-		log.Info("refused transfer", "snapshot", req.Send.Snapshot, "target", req.TargetAddr, "reason", err.Error())
-		_ = nch.Reject(ssh.Prohibited, err.Error())
+		s.audit(who.record(ChanTransfer, argv, outcomeRefused, refusalReason(err)))
+		_ = nch.Reject(ssh.Prohibited, refusalReason(err))
 		return
 	}
 	hostKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.TargetHostKey))
 	if err != nil {
+		s.audit(who.record(ChanTransfer, argv, outcomeRefused, "target host key: "+err.Error()))
 		_ = nch.Reject(ssh.Prohibited, "target host key: "+err.Error())
 		return
 	}
-	ch, ctx, cancel, err := accept(ctx, nch)
+	ch, chCtx, cancel, err := accept(ctx, nch)
 	if err != nil {
 		return
 	}
 	defer cancel()
+	s.audit(who.record(ChanTransfer, argv, outcomeAccepted, ""))
+	ctx, stop := context.WithCancelCause(chCtx)
+	defer stop(nil)
 	log = log.WithValues("snapshot", req.Send.Snapshot, "from", req.Send.From, "target", req.TargetAddr, "dataset", req.Recv.Target)
 	start := time.Now()
-	res, err := s.transfer(ctx, req, hostKey, ch)
-	st := statusFromError(err)
-	if err != nil && ctx.Err() != nil {
-		st = exitStatus{Kind: kindCanceled, Message: err.Error()}
-	}
+	res, err := s.transfer(ctx, stop, req, hostKey, ch)
+	st := endStatus(ctx, err)
 	st.Bytes, st.Elapsed = res.Bytes, time.Since(start).Milliseconds()
-	log.Info("transfer finished", "bytes", res.Bytes, "duration", time.Since(start).String(), "error", errString(err))
+	log.V(1).Info("transfer finished", "bytes", res.Bytes, "duration", time.Since(start).String(), "error", errString(err))
+	s.audit(who.finished(ChanTransfer, argv, st, time.Since(start)))
 	finish(ch, st)
+}
+
+// refusalReason is what a refused client reads (the client wraps it in its
+// own RefusedError).
+func refusalReason(err error) string {
+	var re *RefusedError
+	if errors.As(err, &re) {
+		return re.Reason
+	}
+	return err.Error()
+}
+
+// transferArgv describes a transfer in the audit log: the send and the
+// receive it asks for, and where.
+func transferArgv(req TransferRequest) []string {
+	return []string{"transfer", "send=" + req.Send.Snapshot, "from=" + req.Send.From, "to=" + req.TargetAddr, "recv=" + req.Recv.Target}
 }
 
 // checkTransfer refuses a transfer whose send side this agent would not run.
 func (s *Server) checkTransfer(ctx context.Context, req TransferRequest) error {
+	if err := checkTransferRequest(s.cfg.Policy, req); err != nil {
+		return err
+	}
+	caps, err := s.zfs.Capabilities(ctx)
+	if err != nil {
+		return err
+	}
+	argv, err := req.Send.Argv(caps)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	return s.cfg.Policy.Check(argv)
+}
+
+// checkTransferRequest is the part of checkTransfer that needs no node:
+// a target, valid send and receive options, a send the policy allows.
+func checkTransferRequest(p Policy, req TransferRequest) error {
 	if req.TargetAddr == "" || req.TargetHostKey == "" {
 		return refuse("transfer needs a target address and its pinned host key")
 	}
@@ -304,26 +479,22 @@ func (s *Server) checkTransfer(ctx context.Context, req TransferRequest) error {
 	if _, err := req.Recv.Validate(); err != nil {
 		return refuse("%v", err)
 	}
-	if err := s.cfg.Policy.Check(argv); err != nil {
-		return err
-	}
-	caps, err := s.zfs.Capabilities(ctx)
-	if err != nil {
-		return err
-	}
-	if argv, err = req.Send.Argv(caps); err != nil {
-		return refuse("%v", err)
-	}
-	return s.cfg.Policy.Check(argv)
+	return p.Check(argv)
 }
 
-func (s *Server) transfer(ctx context.Context, req TransferRequest, hostKey ssh.PublicKey, ch ssh.Channel) (Result, error) {
+func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, req TransferRequest, hostKey ssh.PublicKey, ch ssh.Channel) (Result, error) {
 	peer, err := s.peers.Get(ctx, req.TargetAddr, hostKey)
 	if err != nil {
 		return Result{}, err
 	}
 	start := time.Now()
 	cw := &zfsexec.CountingWriter{}
+	// A stall (no byte for StallTimeout) cancels both ends as a client's
+	// cancellation does: the send is killed and the peer channel closed,
+	// which kills the receive on the target.
+	stallCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go watchStall(stallCtx, stop, s.cfg.StallTimeout, cw.N)
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(s.cfg.ProgressInterval)

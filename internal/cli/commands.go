@@ -191,7 +191,19 @@ instead (for GitOps or sealed-secrets) and creates nothing.`,
 	initKeys.Flags().BoolVar(&print, "print", false, "write the Secrets as YAML to stdout instead of creating them")
 
 	root.AddCommand(status, snapshots, nodes, approve, syncCmd, initKeys)
+	cleanErrors(root)
 	return root
+}
+
+// cleanErrors makes every command's returned error print cleaned (its
+// message may quote the cluster), whoever prints it.
+func cleanErrors(c *cobra.Command) {
+	if run := c.RunE; run != nil {
+		c.RunE = func(c *cobra.Command, args []string) error { return cleanErr(run(c, args)) }
+	}
+	for _, sub := range c.Commands() {
+		cleanErrors(sub)
+	}
 }
 
 type runner struct {
@@ -293,7 +305,7 @@ func (r *runner) approve(ctx context.Context, node string, yes bool) error {
 		return err
 	}
 	if !yes {
-		fmt.Fprintf(r.opts.ErrOut, "Pin the presented key %s for node %s? Only if it is the key on the node. [y/N]: ", review.Presented, node)
+		fmt.Fprintf(r.opts.ErrOut, "Pin the presented key %s for node %s? Only if it is the key on the node. [y/N]: ", Clean(review.Presented), Clean(node))
 		if !confirmed(r.opts.In) {
 			return ErrNotApproved
 		}
@@ -306,7 +318,7 @@ func (r *runner) approve(ctx context.Context, node string, yes bool) error {
 	if err := c.Patch(ctx, &zn, patch); err != nil {
 		return fmt.Errorf("pin host key of %s: %w", node, err)
 	}
-	_, err = fmt.Fprintf(r.opts.Out, "Approved: node %s now pins %s.\n", node, review.Presented)
+	_, err = fmt.Fprintf(r.opts.Out, "Approved: node %s now pins %s.\n", Clean(node), Clean(review.Presented))
 	return err
 }
 
@@ -340,7 +352,7 @@ func (r *runner) sync(ctx context.Context, names []string) error {
 		if err := c.Patch(ctx, &dr, patch); err != nil {
 			return fmt.Errorf("request sync of %s: %w", n, err)
 		}
-		fmt.Fprintf(r.opts.Out, "Sync requested: %s\n", n)
+		fmt.Fprintf(r.opts.Out, "Sync requested: %s\n", Clean(n))
 	}
 	return nil
 }

@@ -12,4 +12,12 @@
 //
 // What the plugin shows comes from the objects' status, which the
 // controller and agents keep: it never connects to a node.
+//
+// Those strings are not trusted (a compromised node writes its ZFSNode
+// status; tenants write annotations that reach messages): every one the
+// plugin prints, and every error it returns, goes through Clean, which
+// escapes control characters (C0 including ESC, CR, LF and TAB; DEL; C1),
+// bidirectional overrides and invalid UTF-8, so nothing from the cluster
+// can move the cursor, clear the screen or rewrite the fingerprints
+// approve-hostkey shows.
 package cli

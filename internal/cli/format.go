@@ -130,7 +130,7 @@ func WriteStatus(w io.Writer, reps []z8rv1.DatasetReplication, now time.Time, wi
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		fmt.Fprintf(w, "%s  %s  %s\n", dr.Name, Location(dr.Spec.Source.Node, dr.Spec.Source.Dataset), sourceSummary(dr, now))
+		fmt.Fprintf(w, "%s  %s  %s\n", Clean(dr.Name), Clean(Location(dr.Spec.Source.Node, dr.Spec.Source.Dataset)), Clean(sourceSummary(dr, now)))
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 		header := "  TARGET\tSTATE\tLAST SYNC\tBEHIND\tLAG\tERROR"
 		if wide {
@@ -152,7 +152,7 @@ func WriteStatus(w io.Writer, reps []z8rv1.DatasetReplication, now time.Time, wi
 			} else {
 				cells = append(cells, orNone(truncate(oneLine(r.Error), errorWidth)))
 			}
-			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+			writeRow(tw, cells...)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -312,11 +312,11 @@ func WriteSnapshots(w io.Writer, reps []z8rv1.DatasetReplication, now time.Time)
 			fmt.Fprintln(w)
 		}
 		m := Snapshots(dr)
-		fmt.Fprintf(w, "%s  %s\n", dr.Name, Location(dr.Spec.Source.Node, dr.Spec.Source.Dataset))
+		fmt.Fprintf(w, "%s  %s\n", Clean(dr.Name), Clean(Location(dr.Spec.Source.Node, dr.Spec.Source.Dataset)))
 		tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 		header := []string{"  SNAPSHOT", "AGE", m.Locations[0] + " (source)"}
 		header = append(header, m.Locations[1:]...)
-		fmt.Fprintln(tw, strings.Join(header, "\t"))
+		writeRow(tw, header...)
 		if len(m.Snapshots) == 0 {
 			fmt.Fprintln(tw, "  (no snapshot reported yet)")
 		}
@@ -329,7 +329,7 @@ func WriteSnapshots(w io.Writer, reps []z8rv1.DatasetReplication, now time.Time)
 			for _, c := range m.Cells[s] {
 				cells = append(cells, orNone(c.String()))
 			}
-			fmt.Fprintln(tw, strings.Join(cells, "\t"))
+			writeRow(tw, cells...)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -392,7 +392,7 @@ func WriteNodes(w io.Writer, nodes []z8rv1.ZFSNode, now time.Time, wide bool) er
 		if wide {
 			cells = append(cells, orNone(fingerprint(zn.Spec.PinnedHostKey)), orNone(oneLine(st.Message)))
 		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+		writeRow(tw, cells...)
 	}
 	return tw.Flush()
 }
@@ -436,8 +436,8 @@ func ReviewHostKey(zn *z8rv1.ZFSNode) (HostKeyReview, error) {
 // approving.
 func WriteReview(w io.Writer, r HostKeyReview, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "node\t%s\n", r.Node)
-	fmt.Fprintf(tw, "pinned key\t%s\n", orDefault(r.Pinned, "(none)"))
+	fmt.Fprintf(tw, "node\t%s\n", Clean(r.Node))
+	fmt.Fprintf(tw, "pinned key\t%s\n", Clean(orDefault(r.Pinned, "(none)")))
 	presented := r.Presented
 	if r.Address != "" {
 		presented += "  published by the agent at " + r.Address
@@ -445,7 +445,7 @@ func WriteReview(w io.Writer, r HostKeyReview, now time.Time) error {
 			presented += ", " + ago(r.Heartbeat.Time, now)
 		}
 	}
-	fmt.Fprintf(tw, "presented key\t%s\n", presented)
+	fmt.Fprintf(tw, "presented key\t%s\n", Clean(presented))
 	return tw.Flush()
 }
 

@@ -32,6 +32,9 @@
 // Every other PV (another CSI driver, NFS, hostPath, ...) is
 // ErrUnknownShape. Errors are *Error, naming the PV, and match (errors.Is)
 // one of ErrUnknownShape, ErrIncomplete or ErrInvalidDataset. Dataset names
-// are checked with zfsexec.ValidateDataset; whether the pool is one the
-// node's agent serves is the caller's check.
+// are checked with zfsexec.ValidateDataset, including those a node reports
+// for a local PV's mountpoint (a mountpoint of an invalid name is
+// ErrInvalidDataset), and node names must be DNS-1123 subdomains
+// (ErrIncomplete otherwise); whether the pool is one the node's agent
+// serves is the caller's check.
 package pvresolve

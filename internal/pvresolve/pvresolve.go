@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 	"github.com/z8r-project/z8r/zfsexec"
@@ -82,6 +83,16 @@ func Resolve(pv *corev1.PersistentVolume) (Volume, error) {
 	if pv.Spec.CSI != nil {
 		driver = pv.Spec.CSI.Driver
 	}
+	v, err := resolve(pv, driver, fail)
+	if err == nil && v.Node != "" {
+		if errs := validation.IsDNS1123Subdomain(v.Node); len(errs) > 0 {
+			return fail(ErrIncomplete, "node %q is not a valid node name", v.Node)
+		}
+	}
+	return v, err
+}
+
+func resolve(pv *corev1.PersistentVolume, driver string, fail func(sentinel error, format string, args ...any) (Volume, error)) (Volume, error) {
 	ds, hasDS := pv.Annotations[z8rv1.AnnotationDataset]
 	node, hasNode := pv.Annotations[z8rv1.AnnotationNode]
 	switch {
@@ -178,17 +189,27 @@ type Mount struct {
 // whose mountpoint is exactly v.Path. mounts are the node's filesystems
 // (mountpoints "legacy", "none" and "-" never match).
 func DatasetAtMountpoint(pv string, v Volume, mounts []Mount) (Volume, error) {
-	var found []string
+	var found, invalid []string
 	for _, m := range mounts {
 		if !strings.HasPrefix(m.Mountpoint, "/") || strings.ContainsAny(m.Dataset, "@#") {
 			continue
 		}
-		if filepath.Clean(m.Mountpoint) == v.Path {
-			found = append(found, m.Dataset)
+		if filepath.Clean(m.Mountpoint) != v.Path {
+			continue
 		}
+		// The list comes from the node: a name that is not a valid
+		// dataset is never returned.
+		if zfsexec.ValidateDataset(m.Dataset) != nil {
+			invalid = append(invalid, m.Dataset)
+			continue
+		}
+		found = append(found, m.Dataset)
 	}
 	switch len(found) {
 	case 0:
+		if len(invalid) > 0 {
+			return v, &Error{PV: pv, Reason: fmt.Sprintf("%s on node %s is the mountpoint of %q", v.Path, v.Node, invalid[0]), Err: ErrInvalidDataset}
+		}
 		return v, &Error{PV: pv, Reason: fmt.Sprintf("%s on node %s", v.Path, v.Node), Err: ErrNoDatasetAtPath}
 	case 1:
 		v.Dataset = found[0]
