@@ -22,5 +22,18 @@
 //     resumable receive, raw or compressed send, `zfs holds`) returns an
 //     *UnsupportedError (errors.Is ErrUnsupported) and runs nothing.
 //   - Nothing here decides policy: Recv uses -F and Rollback -r only when
-//     the caller sets Force / DestroyNewer; Destroy refuses filesystems.
+//     the caller sets Force / DestroyNewer; Destroy refuses filesystems;
+//     Rename moves a filesystem only beside itself (same parent, never a
+//     pool's root, never a snapshot), which is how callers move a dataset
+//     aside instead of destroying it; Unmount never forces. A snapshot a clone depends on fails
+//     to destroy with ErrHasClones; a taken rename destination is
+//     ErrDatasetExists.
+//   - DecodeResumeToken (resumetoken.go) decodes a receive_resume_token
+//     without asking ZFS: version 1, the Fletcher-4 word of the compressed
+//     payload, zlib, then the packed nvlist (native encoding, either byte
+//     order, as the OpenZFS kernel writes it), with every size bounded.
+//     Any malformed token is an error matching ErrInvalidResumeToken, never
+//     a panic (FuzzDecodeResumeToken); decoding was checked against
+//     `zfs send -nvt` on tokens from OpenZFS 2.3 (testdata/openzfs-2.3/
+//     send-nvt-*.txt).
 package zfsexec

@@ -33,6 +33,11 @@ var (
 	ErrPartialReceiveState      = errors.New("target holds partial state of an interrupted resumable receive")
 	ErrNoResumeState            = errors.New("no resumable receive state to abort")
 	ErrInvalidResumeToken       = errors.New("invalid resume token")
+	// ErrHasClones: a snapshot cannot be destroyed because a clone depends
+	// on it (it is the clone's origin).
+	ErrHasClones = errors.New("snapshot has dependent clones")
+	// ErrDatasetExists: a rename's destination name is taken.
+	ErrDatasetExists = errors.New("dataset already exists")
 )
 
 // stderrPatterns maps stderr wording to the sentinel it means. Order matters
@@ -45,11 +50,12 @@ var stderrPatterns = []struct {
 	{regexp.MustCompile(`destination '[^']*' does not exist`), ErrDatasetNotExist},
 	{regexp.MustCompile(`could not find any snapshots to destroy`), ErrDatasetNotExist},
 	{regexp.MustCompile(`bookmark '[^']*' does not exist`), ErrDatasetNotExist},
+	{regexp.MustCompile(`cannot open '[^']*': no such pool or dataset`), ErrDatasetNotExist},
 	{regexp.MustCompile(`most recent snapshot of \S+ does not\s+match incremental source`), ErrIncrementalMismatch},
 	{regexp.MustCompile(`destination \S+ has been modified\s+since most recent snapshot`), ErrDestinationModified},
 	{regexp.MustCompile(`destination '[^']*' exists`), ErrDestinationExists},
 	{regexp.MustCompile(`destination has snapshots`), ErrDestinationHasSnapshots},
-	{regexp.MustCompile(`dataset is busy|it's being held|pool or dataset is busy`), ErrDatasetBusy},
+	{regexp.MustCompile(`dataset is busy|it's being held|pool or dataset is busy|cannot unmount '[^']*': umount failed`), ErrDatasetBusy},
 	{regexp.MustCompile(`cannot create snapshot '[^']*': dataset already exists`), ErrSnapshotExists},
 	{regexp.MustCompile(`tag already exists on this dataset`), ErrTagExists},
 	{regexp.MustCompile(`no such tag on this dataset`), ErrNoSuchTag},
@@ -64,6 +70,8 @@ var stderrPatterns = []struct {
 	{regexp.MustCompile(`contains partially-complete state from "zfs receive -s"`), ErrPartialReceiveState},
 	{regexp.MustCompile(`does not have any resumable receive state to abort`), ErrNoResumeState},
 	{regexp.MustCompile(`resume token is corrupt|invalid resume token`), ErrInvalidResumeToken},
+	{regexp.MustCompile(`snapshot has dependent clones`), ErrHasClones},
+	{regexp.MustCompile(`cannot rename '[^']*': dataset already exists`), ErrDatasetExists},
 }
 
 // Is reports whether the command's stderr means target, so callers write

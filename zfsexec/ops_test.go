@@ -30,6 +30,9 @@ func TestOperations_BadNamesStartNoProcess(t *testing.T) {
 		ops["Release"] = z.Release(ctx, "z8r", name+"@s")
 		_, ops["Holds"] = z.Holds(ctx, name+"@s")
 		ops["Rollback"] = z.Rollback(ctx, name+"@s", RollbackOptions{})
+		ops["RenameSrc"] = z.Rename(ctx, name, "tank/x")
+		ops["RenameDst"] = z.Rename(ctx, "tank/x", name)
+		ops["Unmount"] = z.Unmount(ctx, name)
 		ops["Bookmark"] = z.Bookmark(ctx, name+"@s", name+"#b")
 		_, ops["ResumeToken"] = z.ResumeToken(ctx, name)
 		ops["AbortRecv"] = z.AbortRecv(ctx, name)
@@ -165,5 +168,30 @@ func TestDetectCapabilities(t *testing.T) {
 		"zfs version": {err: &CommandError{ExitCode: 1, Stderr: "connect: No such file or directory\nPlease make sure that the zfs-fuse daemon is running.\n"}}}})
 	if !errors.Is(err, ErrDaemonNotRunning) {
 		t.Errorf("no daemon: %v", err)
+	}
+}
+
+// TestRename_Argv: a rename is `zfs rename SRC DST` between two
+// filesystems with the same parent; anything else runs nothing.
+func TestRename_Argv(t *testing.T) {
+	ctx := context.Background()
+	s := &scriptRunner{replies: map[string]reply{"zfs rename tank/a/b tank/a/b-z8r-diverged-20261130T000000Z": {}}}
+	if err := New(s).Rename(ctx, "tank/a/b", "tank/a/b-z8r-diverged-20261130T000000Z"); err != nil {
+		t.Fatal(err)
+	}
+	if want := [][]string{{"zfs", "rename", "tank/a/b", "tank/a/b-z8r-diverged-20261130T000000Z"}}; !reflect.DeepEqual(s.ran, want) {
+		t.Errorf("ran %q, want %q", s.ran, want)
+	}
+	for _, c := range [][2]string{
+		{"tank/a/b", "tank/c/b"},    // another parent
+		{"tank/a/b", "backup/a/b"},  // another pool
+		{"tank", "tank2"},           // a pool's root
+		{"tank/a@s", "tank/a@t"},    // snapshots
+		{"tank/a", "tank/a"},        // no-op
+		{"tank/a", "tank/a/b/../c"}, // bad name
+	} {
+		if err := New(failRunner{t}).Rename(ctx, c[0], c[1]); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Rename(%q, %q) = %v, want ErrInvalidName", c[0], c[1], err)
+		}
 	}
 }

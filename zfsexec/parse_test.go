@@ -101,10 +101,16 @@ func TestCommandError_Is_ZFSFuseWording(t *testing.T) {
 		"err-send-not-earlier.txt":                ErrNotEarlierSnapshot,
 		"err-rollback-newer-exist.txt":            ErrNewerSnapshotsExist,
 		"err-daemon-not-running.txt":              ErrDaemonNotRunning,
+		"err-destroy-has-clones.txt":              ErrHasClones,
+		"err-rename-exists.txt":                   ErrDatasetExists,
+		"err-rename-not-exist.txt":                ErrDatasetNotExist,
+		"err-rename-mounted-busy.txt":             ErrDatasetBusy,
+		"err-umount-busy.txt":                     ErrDatasetBusy,
 	}
 	all := []error{ErrDatasetNotExist, ErrIncrementalMismatch, ErrDestinationModified, ErrDestinationExists,
 		ErrDestinationHasSnapshots, ErrDatasetBusy, ErrSnapshotExists, ErrTagExists, ErrNoSuchTag, ErrInvalidStream,
-		ErrDaemonNotRunning, ErrIncrementalSourceMissing, ErrNotEarlierSnapshot, ErrNewerSnapshotsExist}
+		ErrDaemonNotRunning, ErrIncrementalSourceMissing, ErrNotEarlierSnapshot, ErrNewerSnapshotsExist,
+		ErrHasClones, ErrDatasetExists}
 	for file, want := range cases {
 		ce := &CommandError{ExitCode: 1, Stderr: readFixture(t, "zfs-fuse-0.7", file)}
 		if !errors.Is(ce, want) {
@@ -187,6 +193,8 @@ func TestCommandError_Is_OpenZFSWording(t *testing.T) {
 		"err-rollback-newer-exist.txt":                  ErrNewerSnapshotsExist,
 		"err-bookmark-exists.txt":                       ErrBookmarkExists,
 		"err-zfsfuse-recv-openzfs-stream.txt":           ErrStreamIncompatible,
+		"err-get-bookmark-not-exist.txt":                ErrDatasetNotExist,
+		"err-destroy-has-clones.txt":                    ErrHasClones,
 	}
 	for file, want := range cases {
 		ce := &CommandError{ExitCode: 1, Stderr: readFixture(t, "openzfs-2.3", file)}

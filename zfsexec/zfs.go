@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -427,4 +428,37 @@ func (z *ZFS) AbortRecv(ctx context.Context, fs string) error {
 		return caps.unsupported("resumable receive")
 	}
 	return z.run(ctx, "zfs", "recv", "-A", fs)
+}
+
+// Rename renames the filesystem src to dst (`zfs rename SRC DST`). Both
+// must be filesystem names (no snapshots or bookmarks) with the same
+// parent: z8r only moves a dataset aside beside itself, never elsewhere in
+// the pool. A taken dst is ErrDatasetExists.
+func (z *ZFS) Rename(ctx context.Context, src, dst string) error {
+	if err := ValidateDataset(src); err != nil {
+		return err
+	}
+	if err := ValidateDataset(dst); err != nil {
+		return err
+	}
+	if !strings.Contains(src, "/") {
+		return nameErr(src, "a pool's root dataset cannot be renamed")
+	}
+	if path.Dir(src) != path.Dir(dst) {
+		return nameErr(dst, "rename must keep the parent %q", path.Dir(src))
+	}
+	if src == dst {
+		return nameErr(dst, "rename to the same name")
+	}
+	return z.run(ctx, "zfs", "rename", src, dst)
+}
+
+// Unmount unmounts the filesystem fs (`zfs umount FS`, never forced: a
+// filesystem in use fails with ErrDatasetBusy and stays mounted). zfs-fuse
+// renames only unmounted filesystems.
+func (z *ZFS) Unmount(ctx context.Context, fs string) error {
+	if err := ValidateDataset(fs); err != nil {
+		return err
+	}
+	return z.run(ctx, "zfs", "umount", fs)
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/z8r-project/z8r/internal/snapname"
 	"github.com/z8r-project/z8r/zfsexec"
 )
 
@@ -110,9 +111,12 @@ func checkKV(kv string) error {
 }
 
 // Check decides whether argv is one of the ZFS command forms the agent
-// runs (exactly the forms package zfsexec builds) with every name valid and
-// inside the allowed pools. It is the whole of the agent's exec surface: an
-// argv Check does not accept never reaches a process.
+// runs (the forms package zfsexec builds that z8r uses) with every name
+// valid and inside the allowed pools. It is the whole of the agent's exec
+// surface: an argv Check does not accept never reaches a process. z8r
+// never rolls back (a diverged target is moved aside), so `zfs rollback`
+// is refused; `zfs rename` only moves a filesystem aside beside itself,
+// and `zfs umount` is never forced.
 func (p Policy) Check(argv []string) error {
 	if len(argv) < 2 {
 		return refuse("not a zfs command")
@@ -160,14 +164,20 @@ func (p Policy) Check(argv []string) error {
 		if len(args) == 2 && args[0] == "-H" {
 			return p.checkName(kindSnapshot, args[1])
 		}
-	case "rollback":
-		return p.checkFlagsThenName(args, map[string]bool{"-r": true}, false, kindSnapshot)
 	case "bookmark":
 		if len(args) == 2 {
 			if err := p.checkName(kindSnapshot, args[0]); err != nil {
 				return err
 			}
 			return p.checkName(kindBookmark, args[1])
+		}
+	case "rename":
+		return p.checkRename(args)
+	case "umount":
+		// Never forced: a filesystem in use stays mounted. Needed before
+		// a rename on zfs-fuse.
+		if len(args) == 1 {
+			return p.checkName(kindDataset, args[0])
 		}
 	case "send":
 		return p.checkSend(args)
@@ -236,6 +246,30 @@ func (p Policy) checkGet(args []string) error {
 		return err
 	}
 	return p.checkName(kindAny, args[3])
+}
+
+// checkRename accepts exactly one form: moving a filesystem aside beside
+// itself, `zfs rename FS FS-z8r-diverged-<UTC time>`
+// (snapname.DivergedName), which is how z8r keeps a diverged target
+// instead of destroying it. No flags, no other destination.
+func (p Policy) checkRename(args []string) error {
+	if len(args) != 2 {
+		return refuse("zfs rename takes exactly a source and a destination")
+	}
+	if err := p.checkName(kindDataset, args[0]); err != nil {
+		return err
+	}
+	if err := p.checkName(kindDataset, args[1]); err != nil {
+		return err
+	}
+	if !strings.Contains(args[0], "/") {
+		return refuse("a pool's root dataset cannot be renamed")
+	}
+	ds, t, ok := snapname.ParseDivergedName(args[1])
+	if !ok || ds != args[0] || args[1] != snapname.DivergedName(ds, t) {
+		return refuse("zfs rename may only move %q aside to %q<UTC time>", args[0], args[0]+snapname.DivergedInfix)
+	}
+	return nil
 }
 
 func (p Policy) checkSend(args []string) error {

@@ -51,7 +51,7 @@ func newPair(b testing.TB, poolSize string) *pair {
 	}
 	p.srcC, p.dstC = dial(p.srcA), dial(p.dstA)
 	p.target = func(ds string) replicate.Target {
-		return replicate.Target{ID: "bench-" + strings.ReplaceAll(ds, "/", "-"), Endpoint: p.dstC,
+		return replicate.Target{ID: "bench-" + strings.ReplaceAll(ds, "/", "-"), PolicyID: "bench", Endpoint: p.dstC,
 			Addr: p.dstA.Addr, HostKey: p.dstA.PublicHostKey(), Dataset: ds}
 	}
 	return p
@@ -270,7 +270,7 @@ func BenchmarkReplication_NearEmptyStep(b *testing.B) {
 			}
 			total += time.Since(start)
 			for _, z := range []*zfsexec.ZFS{p.srcC.ZFS(), p.dstC.ZFS()} {
-				if _, err := replicate.Prune(ctx, z, "tank/e", keep, base, nil); err != nil {
+				if _, err := replicate.Prune(ctx, z, "tank/e", "bench", keep, base, nil); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/plan"
-	"github.com/z8r-project/z8r/internal/retention"
 	"github.com/z8r-project/z8r/internal/snapname"
 	"github.com/z8r-project/z8r/zfsexec"
 )
@@ -22,6 +21,13 @@ type Endpoint interface {
 	ZFS() *zfsexec.ZFS
 	Transfer(ctx context.Context, req agent.TransferRequest, progress func(agent.Progress)) (agent.Result, error)
 }
+
+// ReplicaOfProp is the user property z8r sets, locally, on a target
+// filesystem right after the first receive into it: the target is z8r's
+// replica of the source it names (Target.Origin). Only a target carrying
+// it (with readonly=on, unmounted, without snapshots or children) may be
+// overwritten by a forced full receive.
+const ReplicaOfProp = "z8r.dev:replica-of"
 
 // userProps are the user properties read with every listing.
 var userProps = []string{snapname.OwnerProp, snapname.PolicyProp}
@@ -62,19 +68,23 @@ func List(ctx context.Context, z *zfsexec.ZFS, dataset string) (Listing, error) 
 	return Listing{Exists: true, Snapshots: snaps}, nil
 }
 
-// PlanSnapshots converts a listing for package plan.
-func PlanSnapshots(l Listing) []plan.Snapshot {
+// PlanSnapshots converts a listing for package plan. A snapshot is Owned
+// only when its locally set properties make it z8r's for the replication
+// policyID (snapname.IsOwnedBy): an inherited or received mark, or another
+// replication's, never counts.
+func PlanSnapshots(l Listing, policyID string) []plan.Snapshot {
 	out := make([]plan.Snapshot, 0, len(l.Snapshots))
 	for _, d := range l.Snapshots {
 		out = append(out, plan.Snapshot{
 			Name: d.ShortName(), GUID: d.GUID, CreateTXG: d.CreateTXG, Creation: d.Creation,
-			Bookmark: d.IsBookmark(), Owned: snapname.IsOwned(d.LocalProps),
+			Bookmark: d.IsBookmark(), Owned: snapname.IsOwnedBy(d.LocalProps, policyID),
 		})
 	}
 	return out
 }
 
-// Newest returns the newest snapshot (not bookmark) of a listing.
+// Newest returns the newest snapshot (not bookmark) of a listing; with
+// ownedOnly, the newest z8r owns (locally set, any replication).
 func (l Listing) Newest(ownedOnly bool) *zfsexec.Dataset {
 	for i := len(l.Snapshots) - 1; i >= 0; i-- {
 		d := l.Snapshots[i]
@@ -85,11 +95,53 @@ func (l Listing) Newest(ownedOnly bool) *zfsexec.Dataset {
 	return nil
 }
 
+// NewestOwnedBy returns the newest snapshot z8r took for the replication
+// policyID (snapname.IsOwnedBy), or nil.
+func (l Listing) NewestOwnedBy(policyID string) *zfsexec.Dataset {
+	for i := len(l.Snapshots) - 1; i >= 0; i-- {
+		d := l.Snapshots[i]
+		if d.IsSnapshot() && snapname.IsOwnedBy(d.LocalProps, policyID) {
+			return &d
+		}
+	}
+	return nil
+}
+
+// snapshotByGUID returns the snapshot (not bookmark) of l with guid.
+func (l Listing) snapshotByGUID(guid uint64) *zfsexec.Dataset {
+	for i := range l.Snapshots {
+		if d := &l.Snapshots[i]; d.IsSnapshot() && d.GUID == guid {
+			return d
+		}
+	}
+	return nil
+}
+
+// byName returns the entry of l with short name short (snapshots only).
+func (l *Listing) byName(short string) *zfsexec.Dataset {
+	for i := range l.Snapshots {
+		if d := &l.Snapshots[i]; d.IsSnapshot() && d.ShortName() == short {
+			return d
+		}
+	}
+	return nil
+}
+
 // Target is one replica to bring up to date.
 type Target struct {
 	// ID identifies the target within its replication (hold tags and
 	// bookmarks are named after it); stable across restarts.
 	ID string
+	// PolicyID is the replication the target belongs to, the value of
+	// z8r.dev:policy on the snapshots z8r takes for it. It scopes
+	// ownership: only source snapshots owned by it count as z8r's (are
+	// sent without IncludeForeign), and received ones are marked owned by
+	// it on the target. Empty: no snapshot counts as owned.
+	PolicyID string
+	// Origin names the source (for example "node:dataset"); z8r records it
+	// in ReplicaOfProp on the target filesystem after the first receive.
+	// Empty means the source dataset's name.
+	Origin string
 	// Endpoint is the target node's agent, as the controller reaches it.
 	Endpoint Endpoint
 	// Addr and HostKey are how the source agent reaches the target agent.
@@ -97,9 +149,21 @@ type Target struct {
 	HostKey string
 	// Dataset on the target node.
 	Dataset string
-	// RollbackDiverged allows rolling a diverged target back to the base,
-	// destroying only z8r's snapshots there.
+	// RollbackDiverged lets a sync resolve a target that grew (history or
+	// writes the source does not have: plan.ErrDiverged) by moving the
+	// whole target aside, renamed to snapname.DivergedName with every
+	// snapshot and write kept, and receiving the source afresh under the
+	// original name (Result.MovedAside). Nothing is rolled back or
+	// destroyed. A source that lost history (plan.ErrSourceLost) is never
+	// resolved automatically.
 	RollbackDiverged bool
+}
+
+func (t Target) origin(srcDataset string) string {
+	if t.Origin != "" {
+		return t.Origin
+	}
+	return srcDataset
 }
 
 // Options tune a sync.
@@ -108,9 +172,9 @@ type Options struct {
 	// Progress, if set, receives transfer progress.
 	Progress func(step int, p agent.Progress)
 	// Trace, if set, receives the time each phase of the sync took:
-	// "capabilities", "list", "plan", "transfer", "mark-owned", "protect".
-	// Phases on different nodes overlap, so Trace may be called from
-	// several goroutines at once.
+	// "capabilities", "list", "repair", "plan", "step-hold", "transfer",
+	// "mark-owned", "protect". Phases on different nodes overlap, so
+	// Trace may be called from several goroutines at once.
 	Trace func(phase string, d time.Duration)
 }
 
@@ -139,8 +203,13 @@ type Result struct {
 	Behind int
 	// ProtectedBase is the source snapshot now held for this target.
 	ProtectedBase string
-	// RolledBack lists target snapshots destroyed by an allowed rollback.
-	RolledBack []string
+	// MovedAside is the name the target was renamed to (on the target
+	// node) because it had diverged or was not provably pristine; it keeps
+	// every snapshot and write the target had. Empty when nothing moved.
+	MovedAside string
+	// Repaired lists what the repair pass finished of an interrupted
+	// earlier sync (for logs and events), such as "readonly" or "hold".
+	Repaired []string
 }
 
 // Bytes is the total stream size of the sync.
@@ -155,27 +224,85 @@ func (r Result) Bytes() int64 {
 // Full reports whether the sync began with a full send.
 func (r Result) Full() bool { return len(r.Steps) > 0 && r.Steps[0].From == "" }
 
-// SyncTarget brings one target up to date with srcDataset. On a conflict
-// it returns the *plan.ConflictError (errors.Is plan.ErrDiverged, ...) and
-// changes nothing on the target.
-func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, opts Options) (Result, error) {
-	var res Result
-	sz, tz := src.ZFS(), t.Endpoint.ZFS()
+// session is one sync of one target: both nodes, their capabilities and
+// the listings read at its start (kept current as the sync changes them).
+type session struct {
+	src        Endpoint
+	srcDataset string
+	t          Target
+	sz, tz     *zfsexec.ZFS
+	srcCaps    zfsexec.Capabilities
+	tgtCaps    zfsexec.Capabilities
+	opts       Options
+	srcList    Listing
+	tgtList    Listing
+}
+
+func newSession(ctx context.Context, src Endpoint, srcDataset string, t Target, opts Options) (*session, error) {
+	s := &session{src: src, srcDataset: srcDataset, t: t, sz: src.ZFS(), tz: t.Endpoint.ZFS(), opts: opts}
 	phase := time.Now()
-	srcCaps, err := sz.Capabilities(ctx)
-	if err != nil {
-		return res, fmt.Errorf("replicate: source capabilities: %w", err)
+	var err error
+	if s.srcCaps, err = s.sz.Capabilities(ctx); err != nil {
+		return nil, fmt.Errorf("replicate: source capabilities: %w", err)
 	}
-	tgtCaps, err := tz.Capabilities(ctx)
-	if err != nil {
-		return res, fmt.Errorf("replicate: target capabilities: %w", err)
+	if s.tgtCaps, err = s.tz.Capabilities(ctx); err != nil {
+		return nil, fmt.Errorf("replicate: target capabilities: %w", err)
 	}
 	opts.trace("capabilities", phase)
-	resumable := srcCaps.ResumableRecv && tgtCaps.ResumableRecv
+	return s, nil
+}
 
+func (s *session) resumable() bool { return s.srcCaps.ResumableRecv && s.tgtCaps.ResumableRecv }
+
+// list reads both sides, side by side (they are different nodes).
+func (s *session) list(ctx context.Context) error {
+	phase := time.Now()
+	tgtErr := make(chan error, 1)
+	go func() {
+		var err error
+		s.tgtList, err = List(ctx, s.tz, s.t.Dataset)
+		tgtErr <- err
+	}()
+	var err error
+	s.srcList, err = List(ctx, s.sz, s.srcDataset)
+	if terr := <-tgtErr; terr != nil {
+		return fmt.Errorf("replicate: list target %s: %w", s.t.Dataset, terr)
+	}
+	if err != nil {
+		return fmt.Errorf("replicate: list source %s: %w", s.srcDataset, err)
+	}
+	if !s.srcList.Exists {
+		return fmt.Errorf("replicate: source %s: %w", s.srcDataset, zfsexec.ErrDatasetNotExist)
+	}
+	s.opts.trace("list", phase)
+	return nil
+}
+
+func (s *session) input(o plan.Options) plan.Input {
+	return plan.Input{Source: PlanSnapshots(s.srcList, s.t.PolicyID), Target: PlanSnapshots(s.tgtList, s.t.PolicyID),
+		TargetExists: s.tgtList.Exists, Options: o}
+}
+
+// SyncTarget brings one target up to date with srcDataset. It first
+// finishes whatever an interrupted earlier sync of the same target left
+// undone (repair), then plans and runs each step under step holds. On a
+// conflict it returns the *plan.ConflictError (errors.Is plan.ErrDiverged,
+// plan.ErrSourceLost, ...) and changes nothing on the target, except that
+// with t.RollbackDiverged a diverged target is moved aside (never
+// destroyed) and received afresh.
+//
+// Only one sync of a given target may run at a time (the callers
+// serialise per target): the repair pass releases the target's step holds
+// as left over.
+func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, opts Options) (Result, error) {
+	var res Result
+	s, err := newSession(ctx, src, srcDataset, t, opts)
+	if err != nil {
+		return res, err
+	}
 	// An interrupted resumable receive continues where it stopped.
-	if resumable {
-		if step, err := resume(ctx, src, t, opts); err != nil {
+	if s.resumable() {
+		if step, err := s.resume(ctx); err != nil {
 			return res, err
 		} else if step != nil {
 			res.Steps = append(res.Steps, *step)
@@ -183,66 +310,43 @@ func SyncTarget(ctx context.Context, src Endpoint, srcDataset string, t Target, 
 	}
 
 	for attempt := 0; ; attempt++ {
-		phase = time.Now()
-		// The two listings go to different nodes: run them side by side.
-		var tgtList Listing
-		tgtErr := make(chan error, 1)
-		go func() {
-			var err error
-			tgtList, err = List(ctx, tz, t.Dataset)
-			tgtErr <- err
-		}()
-		srcList, err := List(ctx, sz, srcDataset)
-		if terr := <-tgtErr; terr != nil {
-			return res, fmt.Errorf("replicate: list target %s: %w", t.Dataset, terr)
+		if err := s.list(ctx); err != nil {
+			return res, err
 		}
-		if err != nil {
-			return res, fmt.Errorf("replicate: list source %s: %w", srcDataset, err)
+		if err := s.repair(ctx, &res); err != nil {
+			return res, err
 		}
-		if !srcList.Exists {
-			return res, fmt.Errorf("replicate: source %s: %w", srcDataset, zfsexec.ErrDatasetNotExist)
-		}
-		opts.trace("list", phase)
-		phase = time.Now()
-		in := plan.Input{Source: PlanSnapshots(srcList), Target: PlanSnapshots(tgtList), TargetExists: tgtList.Exists,
-			Options: plan.Options{IncludeForeign: opts.IncludeForeign}}
+		phase := time.Now()
+		in := s.input(plan.Options{IncludeForeign: opts.IncludeForeign})
 		p, err := plan.Compute(in)
 		opts.trace("plan", phase)
 		if err != nil {
 			if attempt == 0 && t.RollbackDiverged && errors.Is(err, plan.ErrDiverged) {
-				rolled, rerr := rollback(ctx, tz, t.Dataset, plan.Diverged(in))
-				if rerr != nil {
-					return res, rerr
+				if err := s.moveAside(ctx, &res); err != nil {
+					return res, err
 				}
-				res.RolledBack = rolled
 				continue
 			}
 			res.Behind = countEligible(in)
 			return res, err
 		}
 		res.Behind = len(p.Steps)
-		if err := execute(ctx, src, srcDataset, t, p, &srcList, srcCaps, tgtCaps, opts, &res); err != nil {
-			var ce *plan.ConflictError
-			if attempt == 0 && errors.Is(err, zfsexec.ErrDestinationModified) {
+		if err := s.execute(ctx, p, &res); err != nil {
+			if errors.Is(err, zfsexec.ErrDestinationModified) {
 				// Written since its last snapshot: a divergence the listing
 				// could not show (zfs-fuse has no `written`).
-				if t.RollbackDiverged && p.Base != nil {
-					if rerr := tz.Rollback(ctx, t.Dataset+"@"+p.Base.Name, zfsexec.RollbackOptions{}); rerr != nil {
-						return res, fmt.Errorf("replicate: roll back modified target: %w", rerr)
+				if attempt == 0 && t.RollbackDiverged {
+					if err := s.moveAside(ctx, &res); err != nil {
+						return res, err
 					}
-					res.RolledBack = append(res.RolledBack, "(changes since @"+p.Base.Name+")")
 					continue
 				}
 				return res, &plan.ConflictError{Kind: plan.ConflictDiverged, Base: p.Base, Modified: true}
 			}
-			if errors.As(err, &ce) {
-				return res, err
-			}
 			return res, err
 		}
-		break
+		return res, nil
 	}
-	return res, nil
 }
 
 // countEligible counts the source snapshots a sync would send, for status
@@ -255,97 +359,6 @@ func countEligible(in plan.Input) int {
 		}
 	}
 	return n
-}
-
-func execute(ctx context.Context, src Endpoint, srcDataset string, t Target, p plan.Plan, srcList *Listing, srcCaps, tgtCaps zfsexec.Capabilities, opts Options, res *Result) error {
-	sz, tz := src.ZFS(), t.Endpoint.ZFS()
-	if p.Base != nil {
-		res.Newest, res.NewestGUID = p.Base.Name, p.Base.GUID
-		// Make sure the current base is protected (a first run after an
-		// upgrade, or a hold lost to a manual release).
-		if !p.Base.Bookmark && len(p.Steps) == 0 {
-			phase := time.Now()
-			if err := protect(ctx, sz, srcCaps, srcDataset, t.ID, p.Base.Name, srcList); err != nil {
-				return err
-			}
-			opts.trace("protect", phase)
-			res.ProtectedBase = p.Base.Name
-		}
-	}
-	resumable := srcCaps.ResumableRecv && tgtCaps.ResumableRecv
-	for i, step := range p.Steps {
-		if p.Full() && i == 0 && !p.IntoExisting {
-			if err := ensureParent(ctx, tz, t.Dataset); err != nil {
-				return err
-			}
-		}
-		req := agent.TransferRequest{
-			Send:          zfsexec.SendOptions{Snapshot: srcDataset + "@" + step.To.Name},
-			TargetAddr:    t.Addr,
-			TargetHostKey: t.HostKey,
-			Recv:          zfsexec.RecvOptions{Target: t.Dataset, Unmounted: true, Resumable: resumable, Force: p.IntoExisting && i == 0},
-		}
-		if step.From != nil {
-			sep := "@"
-			if step.From.Bookmark {
-				sep = "#"
-			}
-			req.Send.From = sep + step.From.Name
-			req.Recv.Incremental = true
-			req.Recv.BaseGUID = step.From.GUID
-			if !step.From.Bookmark {
-				req.Recv.BaseName = step.From.Name
-			}
-		} else if tgtCaps.RecvProps {
-			req.Recv.SetProps = map[string]string{"readonly": "on"}
-		}
-		start := time.Now()
-		r, err := src.Transfer(ctx, req, func(pr agent.Progress) {
-			if opts.Progress != nil {
-				opts.Progress(i, pr)
-			}
-		})
-		if err != nil {
-			return fmt.Errorf("replicate: send %s@%s to %s: %w", srcDataset, step.To.Name, t.Dataset, err)
-		}
-		opts.trace("transfer", start)
-		phase := time.Now()
-		sr := StepResult{To: step.To.Name, Bytes: r.Bytes, Duration: time.Since(start)}
-		if step.From != nil {
-			sr.From = step.From.Name
-		}
-		res.Steps = append(res.Steps, sr)
-		if step.From == nil && !tgtCaps.RecvProps {
-			if err := tz.Set(ctx, t.Dataset, map[string]string{"readonly": "on"}); err != nil {
-				return fmt.Errorf("replicate: make target readonly: %w", err)
-			}
-		}
-		// Mark the received snapshot z8r's on the target (one property:
-		// ownership) while the source moves the protection: hold the new
-		// base, then release the old. The two run on different nodes.
-		marked := make(chan error, 1)
-		go func() {
-			start := time.Now()
-			var err error
-			if step.To.Owned {
-				err = tz.Set(ctx, t.Dataset+"@"+step.To.Name, map[string]string{snapname.OwnerProp: snapname.OwnerValue})
-			}
-			opts.trace("mark-owned", start)
-			marked <- err
-		}()
-		perr := protect(ctx, sz, srcCaps, srcDataset, t.ID, step.To.Name, srcList)
-		opts.trace("protect", phase)
-		if err := <-marked; err != nil {
-			return fmt.Errorf("replicate: mark received snapshot owned: %w", err)
-		}
-		if perr != nil {
-			return perr
-		}
-		res.ProtectedBase = step.To.Name
-		res.Newest, res.NewestGUID = step.To.Name, step.To.GUID
-		res.Behind = len(p.Steps) - i - 1
-	}
-	return nil
 }
 
 // ensureParent creates the target's parent datasets when missing (the
@@ -365,135 +378,13 @@ func ensureParent(ctx context.Context, z *zfsexec.ZFS, dataset string) error {
 	return nil
 }
 
-// protect holds snap for target id (and bookmarks it where supported), then
-// releases the id's hold from every other snapshot. l, when non-nil, is a
-// listing of dataset taken earlier in this sync: the snapshots held then
-// are the only places the id can hold (z8r's holds are only placed here),
-// so no new listing is needed.
-func protect(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dataset, id, snap string, l *Listing) error {
-	tag := snapname.HoldTag(id)
-	full := dataset + "@" + snap
-	if err := z.Hold(ctx, tag, full); err != nil && !errors.Is(err, zfsexec.ErrTagExists) {
-		return fmt.Errorf("replicate: hold base %s: %w", full, err)
-	}
-	if caps.Bookmarks {
-		bm := dataset + "#" + snapname.BookmarkName(id, snap)
-		if err := z.Bookmark(ctx, full, bm); err != nil && !errors.Is(err, zfsexec.ErrSnapshotExists) && !isExists(err) {
-			return fmt.Errorf("replicate: bookmark base %s: %w", full, err)
-		}
-	}
-	return releaseOthers(ctx, z, caps, dataset, id, snap, l)
-}
-
-func isExists(err error) bool {
-	var ce *zfsexec.CommandError
-	return errors.As(err, &ce) && strings.Contains(ce.Stderr, "exists")
-}
-
-// releaseOthers removes target id's hold (and bookmark) from every snapshot
-// but keep. zfs-fuse cannot list holds, so every held snapshot is tried and
-// "no such tag" ignored.
-func releaseOthers(ctx context.Context, z *zfsexec.ZFS, caps zfsexec.Capabilities, dataset, id, keep string, l *Listing) error {
-	if l == nil {
-		fresh, err := List(ctx, z, dataset)
-		if err != nil {
-			return err
-		}
-		l = &fresh
-	}
-	tag := snapname.HoldTag(id)
-	for _, d := range l.Snapshots {
-		switch {
-		case d.IsSnapshot() && d.ShortName() != keep && d.UserRefs > 0:
-			if err := z.Release(ctx, tag, d.Name); err != nil && !errors.Is(err, zfsexec.ErrNoSuchTag) && !errors.Is(err, zfsexec.ErrDatasetNotExist) {
-				return fmt.Errorf("replicate: release old base %s: %w", d.Name, err)
-			}
-		case d.IsBookmark():
-			t, s, ok := snapname.ParseBookmarkName(d.ShortName())
-			if ok && t == tag && s != keep {
-				if err := z.Destroy(ctx, d.Name, zfsexec.DestroyOptions{}); err != nil {
-					return fmt.Errorf("replicate: drop old base bookmark %s: %w", d.Name, err)
-				}
-			}
-		}
-	}
-	return nil
-}
-
-// Unprotect releases everything target id holds on the source: used when a
-// target is removed from the policy.
-func Unprotect(ctx context.Context, z *zfsexec.ZFS, dataset, id string) error {
-	caps, err := z.Capabilities(ctx)
-	if err != nil {
-		return err
-	}
-	return releaseOthers(ctx, z, caps, dataset, id, "", nil)
-}
-
-// rollback rolls a diverged target back to its base when every snapshot it
-// would destroy is z8r's.
-func rollback(ctx context.Context, z *zfsexec.ZFS, dataset string, d *plan.Divergence) ([]string, error) {
-	if d == nil || d.Base == nil {
-		return nil, &plan.ConflictError{Kind: plan.ConflictNoCommonSnapshot}
-	}
-	if !d.OnlyOwned() {
-		return nil, &plan.ConflictError{Kind: plan.ConflictDiverged, Base: d.Base, TargetOnly: d.TargetOnly, Modified: d.Modified}
-	}
-	var names []string
-	for _, s := range d.TargetOnly {
-		names = append(names, s.Name)
-	}
-	if err := z.Rollback(ctx, dataset+"@"+d.Base.Name, zfsexec.RollbackOptions{DestroyNewer: true}); err != nil {
-		return nil, fmt.Errorf("replicate: roll back %s to @%s: %w", dataset, d.Base.Name, err)
-	}
-	return names, nil
-}
-
-// Prune destroys the owned snapshots of dataset that policy does not keep,
-// never a held snapshot or one protect names. It returns what it destroyed.
-func Prune(ctx context.Context, z *zfsexec.ZFS, dataset string, policy retention.Policy, now time.Time, protect func(short string) bool) ([]string, error) {
-	l, err := List(ctx, z, dataset)
-	if err != nil || !l.Exists {
-		return nil, err
-	}
-	held := map[string]bool{}
-	var snaps []retention.Snapshot
-	for _, d := range l.Snapshots {
-		if !d.IsSnapshot() {
-			continue
-		}
-		if d.UserRefs > 0 {
-			held[d.ShortName()] = true
-		}
-		owned := snapname.IsOwned(d.LocalProps)
-		created := d.Creation
-		if _, t, ok := snapname.Parse(d.ShortName()); ok && owned {
-			created = t // the controller's clock, as for schedules
-		}
-		snaps = append(snaps, retention.Snapshot{Name: d.ShortName(), Creation: created, CreateTXG: d.CreateTXG, Owned: owned})
-	}
-	victims := retention.Prune(snaps, policy, now, func(s retention.Snapshot) bool {
-		return held[s.Name] || (protect != nil && protect(s.Name))
-	})
-	var destroyed []string
-	for _, v := range victims {
-		err := z.Destroy(ctx, dataset+"@"+v.Name, zfsexec.DestroyOptions{})
-		if errors.Is(err, zfsexec.ErrDatasetBusy) {
-			continue // held since we listed: keep it
-		}
-		if err != nil {
-			return destroyed, fmt.Errorf("replicate: prune %s@%s: %w", dataset, v.Name, err)
-		}
-		destroyed = append(destroyed, v.Name)
-	}
-	return destroyed, nil
-}
-
 // SnapshotOptions tune SyncSnapshot.
 type SnapshotOptions struct {
-	// AllowFullIntoEmpty lets the first send force a receive into a target
-	// dataset that exists without snapshots (one z8r created as a replica
-	// and whose last snapshot was since destroyed).
+	// AllowFullIntoEmpty lets the first send replace a target dataset that
+	// exists without snapshots (a replica whose last snapshot was since
+	// destroyed). The replacement is forced (recv -F) only when the target
+	// is provably pristine (see Pristine); otherwise the target is moved
+	// aside (Result.MovedAside) and received afresh.
 	AllowFullIntoEmpty bool
 	// Progress, if set, receives transfer progress.
 	Progress func(step int, p agent.Progress)
@@ -503,72 +394,40 @@ type SnapshotOptions struct {
 // full send if the target has nothing, else one incremental from the
 // target's newest snapshot), then protects it on the source as t's new
 // base. Unlike SyncTarget it sends no other snapshot, owned or not. A
-// target that already has the snapshot is left as it is. Conflicts are
+// target that already has the snapshot is left as it is. It runs the same
+// repair pass and step discipline as SyncTarget. Conflicts are
 // *plan.ConflictError (including plan.ErrTargetNewer when the target
 // already has a newer snapshot) and change nothing on the target.
 func SyncSnapshot(ctx context.Context, src Endpoint, srcDataset, snap string, t Target, opts SnapshotOptions) (Result, error) {
 	var res Result
-	sz, tz := src.ZFS(), t.Endpoint.ZFS()
-	srcCaps, err := sz.Capabilities(ctx)
-	if err != nil {
-		return res, fmt.Errorf("replicate: source capabilities: %w", err)
-	}
-	tgtCaps, err := tz.Capabilities(ctx)
-	if err != nil {
-		return res, fmt.Errorf("replicate: target capabilities: %w", err)
-	}
 	eopts := Options{Progress: opts.Progress}
-	if srcCaps.ResumableRecv && tgtCaps.ResumableRecv {
-		if step, err := resume(ctx, src, t, eopts); err != nil {
+	s, err := newSession(ctx, src, srcDataset, t, eopts)
+	if err != nil {
+		return res, err
+	}
+	if s.resumable() {
+		if step, err := s.resume(ctx); err != nil {
 			return res, err
 		} else if step != nil {
 			res.Steps = append(res.Steps, *step)
 		}
 	}
-	srcList, err := List(ctx, sz, srcDataset)
-	if err != nil {
-		return res, fmt.Errorf("replicate: list source %s: %w", srcDataset, err)
+	if err := s.list(ctx); err != nil {
+		return res, err
 	}
-	if !srcList.Exists {
-		return res, fmt.Errorf("replicate: source %s: %w", srcDataset, zfsexec.ErrDatasetNotExist)
+	if err := s.repair(ctx, &res); err != nil {
+		return res, err
 	}
-	tgtList, err := List(ctx, tz, t.Dataset)
-	if err != nil {
-		return res, fmt.Errorf("replicate: list target %s: %w", t.Dataset, err)
-	}
-	p, err := plan.ComputeSnapshot(plan.Input{Source: PlanSnapshots(srcList), Target: PlanSnapshots(tgtList), TargetExists: tgtList.Exists,
-		Options: plan.Options{AllowFullIntoEmpty: opts.AllowFullIntoEmpty}}, snap)
+	p, err := plan.ComputeSnapshot(s.input(plan.Options{AllowFullIntoEmpty: opts.AllowFullIntoEmpty}), snap)
 	if err != nil {
 		return res, err
 	}
 	res.Behind = len(p.Steps)
-	if err := execute(ctx, src, srcDataset, t, p, &srcList, srcCaps, tgtCaps, eopts, &res); err != nil {
+	if err := s.execute(ctx, p, &res); err != nil {
 		if errors.Is(err, zfsexec.ErrDestinationModified) {
 			return res, &plan.ConflictError{Kind: plan.ConflictDiverged, Base: p.Base, Modified: true}
 		}
 		return res, err
 	}
 	return res, nil
-}
-
-// Protect holds dataset@snap for target id (and bookmarks it where the
-// node can), then releases id's hold from every other snapshot of dataset:
-// the incremental base moves to snap.
-func Protect(ctx context.Context, z *zfsexec.ZFS, dataset, id, snap string) error {
-	caps, err := z.Capabilities(ctx)
-	if err != nil {
-		return err
-	}
-	return protect(ctx, z, caps, dataset, id, snap, nil)
-}
-
-// Release removes target id's hold from one snapshot (dataset@short); a
-// snapshot without that hold is not an error. A snapshot marked for
-// deferred destruction goes when its last hold does.
-func Release(ctx context.Context, z *zfsexec.ZFS, snapshot, id string) error {
-	err := z.Release(ctx, snapname.HoldTag(id), snapshot)
-	if err != nil && !errors.Is(err, zfsexec.ErrNoSuchTag) && !errors.Is(err, zfsexec.ErrDatasetNotExist) {
-		return fmt.Errorf("replicate: release %s: %w", snapshot, err)
-	}
-	return nil
 }

@@ -45,6 +45,22 @@
 //     command's round trip 22-45 ms; streams 16-32 MB/s each way (the guest's
 //     SSH cipher under emulation is the limit; chacha20-poly1305 is offered
 //     first because it is three times faster there than AES-GCM).
+//   - Other host processes reach a guest through StartRelay(t, g): an SSH
+//     server on a unix socket beside the guest's (both ends pinned: the
+//     relay's host key and the one client key it writes) that runs each
+//     session's JSON argv through Guest.Runner, with the same exit codes
+//     and stderr. Relay.Prefix() is the argv of the ozexec client (built
+//     from ./ozexec once per test binary) up to "--": prepended to an argv
+//     it runs that command in the guest. A client that goes away (ozexec
+//     killed) has its commands killed in the guest.
+//   - StartAgent(t, g, relay, keys, pools...) runs a real z8r-agent on the
+//     host (agentproc.Binary, agentproc.Keys) on a free 127.0.0.1 port
+//     with --zfs-prefix set to the relay's prefix, so every zfs command
+//     the agent starts runs in the guest. HostAgent.Kill is a crash
+//     (SIGKILL); Start brings it back with the same host key.
 //
-// The tests of this package carry the build tag `platform`.
+// The tests of this package carry the build tag `platform`, except
+// agents_e2e_test.go (tag `e2e`): TestAgents_ResumeBetweenOpenZFSGuests
+// interrupts a 256 MiB replication between two guests' agents and resumes
+// it from the token.
 package ozguest
