@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 
 	"golang.org/x/crypto/ssh"
@@ -116,6 +117,41 @@ func (p *AgentPool) Drop(n *Node) {
 	if ok && cur.c == n.Client {
 		_ = cur.c.Close()
 	}
+}
+
+// DropFailed drops those of nodes' connections that err shows failed: a
+// connection that has ended (closed, or its keep-alives went unanswered),
+// or one whose own channel could not be opened or ended without a status
+// (a local agent.ErrUnreachable naming its address). An error an agent
+// reported over a working connection (a *agent.RemoteError, such as the
+// source agent failing to reach the target during a transfer) drops
+// nothing: the controller's connections are fine, and dropping the
+// source's would cancel every other transfer from that node.
+func (p *AgentPool) DropFailed(err error, nodes ...*Node) {
+	for _, n := range nodes {
+		if n == nil || n.Client == nil {
+			continue
+		}
+		ended := false
+		select {
+		case <-n.Done():
+			ended = true
+		default:
+		}
+		if ended || ownChannelFailed(err, n.Addr()) {
+			p.Drop(n)
+		}
+	}
+}
+
+// ownChannelFailed reports whether err is the controller's own channel to
+// the agent at addr failing (not an error an agent reported).
+func ownChannelFailed(err error, addr string) bool {
+	var re *agent.RemoteError
+	if err == nil || errors.As(err, &re) || !errors.Is(err, agent.ErrUnreachable) {
+		return false
+	}
+	return strings.Contains(err.Error(), "agent "+addr+":")
 }
 
 // Close closes every connection.

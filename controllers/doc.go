@@ -12,4 +12,67 @@
 //   - DatasetReplicationReconciler snapshots on schedule, brings every target
 //     up to date, protects bases, prunes, and records per-target status and
 //     metrics.
+//   - VolumeSnapshotContentReconciler is the csi-snapshotter sidecar for
+//     z8r's drivers and replicates contents that ask for it;
+//     PVCAnnotationsReconciler takes and prunes scheduled VolumeSnapshots.
+//
+// # One writer per dataset
+//
+// A source dataset (node and dataset) has one replication and a target
+// dataset has one writer, across node annotations, DatasetReplications
+// (including those PVC annotations create for non-CSI volumes) and
+// VolumeSnapshot replication (all the replicating contents of one source
+// volume count as one replication, dated by its oldest such content). The
+// decision is policy.Conflicts: the earliest claimant (creationTimestamp,
+// then kind and name) keeps the dataset; a later one is refused, not
+// serialised. A refused DatasetReplication gets Ready=False reason Conflict
+// and a Warning (ReplicationConflict) naming the first, and runs nothing:
+// no snapshot, transfer, hold, release or prune, and its finalizer releases
+// no hold of a dataset it was refused. A refused VolumeSnapshot target is
+// recorded as Refused in the content's replication status, with the same
+// Warning. Both look again every minute, so the second starts when the
+// first goes.
+//
+// # Connections
+//
+// AgentPool keeps one SSH connection per node. A failed sync drops only a
+// connection that failed (AgentPool.DropFailed): one that has ended, or
+// whose own channel could not be opened or ended without a status. An
+// error an agent reports over a working connection (the source agent could
+// not reach the target) drops nothing, so one unreachable target never
+// cancels the source's other transfers.
+//
+// # Removing a target, deleting a replication
+//
+// A target removed from a DatasetReplication's spec stays in its status
+// with removedAt, and its base stays held (and bookmarked) on the source
+// for RemovedTargetGrace (default 10 minutes of the controller's clock):
+// re-adding it within that time syncs incrementally. Then the hold is
+// released and the entry goes. Deleting a replication releases the holds
+// of the union of its spec and status targets; if the source's ZFSNode is
+// gone, the tags that could not be released are named in a HoldsLeaked
+// Warning before the object goes.
+//
+// # Schedules
+//
+// The schedule counts from the newest of the replication's own snapshots
+// (locally set ownership for that replication) that is not in the future
+// (schedule.Last); ones named after the controller's clock raise a
+// FutureSnapshot Warning and do not freeze the schedule.
+//
+// PVC schedules (volsnap): a scheduled VolumeSnapshot is named after its
+// schedule slot, so a reconcile from a stale cache finds the slot's
+// snapshot exists instead of taking a second; none is taken while the
+// previous one is not ready (an outage leaves one pending, not one per
+// period); only ready ones count in retention, and one whose content is
+// still being replicated is not pruned. Deleting a source content destroys
+// (or defers the destruction of) its snapshot on its node and records that
+// (z8r.dev/source-destroyed) before any replica is deleted, so a source
+// node that is down costs no copy. A replica content's snapshot is
+// destroyed only if it carries z8r's local mark for that content
+// (volsnap.MarkedFor), set on the target after each receive. While a
+// target still has a replica (its destroy deferred: the target holds its
+// last received snapshot as the next base), the source keeps its hold on
+// the same snapshot, so a target's newest snapshot always exists on the
+// source.
 package controllers

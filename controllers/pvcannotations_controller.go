@@ -125,26 +125,60 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 		client.MatchingLabels{z8rv1.LabelManagedBy: z8rv1.ManagedByPVCSchedule, z8rv1.LabelPVCUID: string(pvc.UID)}); err != nil {
 		return reconcile.Result{}, err
 	}
+	pvcAsks := false
+	if v := pvc.Annotations[z8rv1.AnnotationReplicateTo]; replicated && v != "" {
+		pvcAsks = true
+	}
 	var taken []volsnap.Scheduled
 	for _, vs := range list.Items {
 		at, err := time.Parse(time.RFC3339, vs.Annotations[z8rv1.AnnotationScheduledAt])
 		if err != nil {
 			at = vs.CreationTimestamp.Time
 		}
-		ready := vs.Status != nil && vs.Status.ReadyToUse != nil && *vs.Status.ReadyToUse
-		taken = append(taken, volsnap.Scheduled{Name: vs.Name, At: at, Ready: ready && vs.DeletionTimestamp == nil})
+		s := volsnap.Scheduled{Name: vs.Name, At: at, Deleting: vs.DeletionTimestamp != nil,
+			Ready: vs.Status != nil && vs.Status.ReadyToUse != nil && *vs.Status.ReadyToUse}
+		if s.Ready && !s.Deleting {
+			pending, err := r.replicationPending(ctx, &vs, pvcAsks)
+			if err != nil {
+				return reconcile.Result{}, err
+			}
+			s.Replicating = pending
+		}
+		taken = append(taken, s)
 	}
 	now := r.Clock.Now()
-	last := volsnap.LastScheduled(taken)
-	if sched.Due(last, now) {
-		name, err := r.take(ctx, &pvc, class, now)
+	times := make([]time.Time, 0, len(taken))
+	for _, s := range taken {
+		times = append(times, s.At)
+	}
+	// A VolumeSnapshot scheduled while the clock ran ahead does not count,
+	// or it would freeze the schedule until then.
+	last, future := schedule.Last(times, now, schedule.MaxClockSkew)
+	if len(future) > 0 {
+		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeWarning, z8rv1.EventFutureSnapshot, "Schedule",
+			"scheduled VolumeSnapshots are dated after the controller's time %s (a clock ran ahead); the schedule does not wait for them: %v", now.UTC().Format(time.RFC3339), future)
+	}
+	requeue := max(sched.NextDue(last, now).Sub(now), time.Second)
+	if waiting, ok := volsnap.Waiting(taken); ok && sched.Due(last, now) {
+		// The previous one is not ready (its node may be down): no second
+		// one while it waits; its readiness requeues this PVC.
+		log.Info("scheduled VolumeSnapshot due but the previous one is not ready; waiting", "waitingFor", waiting)
+		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeWarning, z8rv1.EventScheduledWaiting, "Snapshot",
+			"a scheduled VolumeSnapshot is due but %s is not ready yet; no other is taken until it is", waiting)
+		requeue = retryInvalid
+	} else if sched.Due(last, now) {
+		slot := volsnap.SlotTime(sched, now)
+		name, created, err := r.take(ctx, &pvc, class, slot, now)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
-		log.Info("took scheduled VolumeSnapshot", "volumeSnapshot", name, "class", class)
-		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledSnapshot, "Snapshot", "created VolumeSnapshot %s (class %s)", name, class)
-		taken = append(taken, volsnap.Scheduled{Name: name, At: now})
+		if created {
+			log.Info("took scheduled VolumeSnapshot", "volumeSnapshot", name, "class", class)
+			r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledSnapshot, "Snapshot", "created VolumeSnapshot %s (class %s)", name, class)
+			taken = append(taken, volsnap.Scheduled{Name: name, At: now})
+		}
 		last = now
+		requeue = max(sched.NextDue(last, now).Sub(now), time.Second)
 	}
 	if victims := volsnap.PruneScheduled(taken, policy, now); len(victims) > 0 {
 		for _, name := range victims {
@@ -156,16 +190,44 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 		log.Info("pruned scheduled VolumeSnapshots", "pruned", victims)
 		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledPruned, "Prune", "deleted %d VolumeSnapshot(s) by retention %s: %v", len(victims), policy, victims)
 	}
-	return reconcile.Result{RequeueAfter: max(sched.NextDue(last, now).Sub(now), time.Second)}, nil
+	for _, s := range taken {
+		if s.Replicating {
+			// Retention waits for it; its content's progress does not
+			// requeue this PVC, so look again soon.
+			requeue = min(requeue, retryInvalid)
+			break
+		}
+	}
+	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
-// take creates the VolumeSnapshot due at now.
-func (r *PVCAnnotationsReconciler) take(ctx context.Context, pvc *corev1.PersistentVolumeClaim, class string, now time.Time) (string, error) {
+// replicationPending reports whether vs's content is still being
+// replicated (volsnap.ReplicationPending); a VolumeSnapshot not bound to a
+// content yet counts as pending when the PVC asks for replication.
+func (r *PVCAnnotationsReconciler) replicationPending(ctx context.Context, vs *snapshotv1.VolumeSnapshot, pvcAsks bool) (bool, error) {
+	if vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil || *vs.Status.BoundVolumeSnapshotContentName == "" {
+		return pvcAsks, nil
+	}
+	var c snapshotv1.VolumeSnapshotContent
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: *vs.Status.BoundVolumeSnapshotContentName}, &c); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	return volsnap.ReplicationPending(c.Annotations, pvcAsks), nil
+}
+
+// take creates the VolumeSnapshot of the schedule slot (named after the
+// slot, so a second reconcile of the same slot, even from a stale cache,
+// finds it exists instead of creating another). created is false when this
+// PVC's VolumeSnapshot of the slot already existed.
+func (r *PVCAnnotationsReconciler) take(ctx context.Context, pvc *corev1.PersistentVolumeClaim, class string, slot, now time.Time) (name string, created bool, err error) {
 	for n := 0; ; n++ {
 		vs := &snapshotv1.VolumeSnapshot{
 			ObjectMeta: metav1.ObjectMeta{
 				Namespace:   pvc.Namespace,
-				Name:        volsnap.ScheduledName(pvc.Name, now, n),
+				Name:        volsnap.ScheduledName(pvc.Name, slot, n),
 				Labels:      map[string]string{z8rv1.LabelManagedBy: z8rv1.ManagedByPVCSchedule, z8rv1.LabelPVCUID: string(pvc.UID)},
 				Annotations: map[string]string{z8rv1.AnnotationScheduledAt: now.UTC().Format(time.RFC3339)},
 			},
@@ -176,12 +238,19 @@ func (r *PVCAnnotationsReconciler) take(ctx context.Context, pvc *corev1.Persist
 		}
 		err := r.Client.Create(ctx, vs)
 		if apierrors.IsAlreadyExists(err) && n < 10 {
-			continue
+			var cur snapshotv1.VolumeSnapshot
+			if gerr := r.Client.Get(ctx, client.ObjectKeyFromObject(vs), &cur); gerr != nil {
+				return "", false, fmt.Errorf("get VolumeSnapshot %s/%s: %w", vs.Namespace, vs.Name, gerr)
+			}
+			if cur.Labels[z8rv1.LabelPVCUID] == string(pvc.UID) && cur.Labels[z8rv1.LabelManagedBy] == z8rv1.ManagedByPVCSchedule {
+				return cur.Name, false, nil // this slot's snapshot was taken already
+			}
+			continue // someone else's VolumeSnapshot has the name
 		}
 		if err != nil {
-			return "", fmt.Errorf("create VolumeSnapshot %s/%s: %w", vs.Namespace, vs.Name, err)
+			return "", false, fmt.Errorf("create VolumeSnapshot %s/%s: %w", vs.Namespace, vs.Name, err)
 		}
-		return vs.Name, nil
+		return vs.Name, true, nil
 	}
 }
 

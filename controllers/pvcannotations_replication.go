@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/pvresolve"
 	"github.com/z8r-project/z8r/internal/volsnap"
@@ -129,9 +128,7 @@ func (r *PVCAnnotationsReconciler) datasetAt(ctx context.Context, pv string, vol
 	for _, pool := range zn.Status.Pools {
 		m, err := node.ZFS().Mountpoints(ctx, pool)
 		if err != nil {
-			if errors.Is(err, agent.ErrUnreachable) {
-				r.Agents.Drop(node)
-			}
+			r.Agents.DropFailed(err, node)
 			return vol, fmt.Errorf("mountpoints of %s on node %s: %w", pool, vol.Node, err)
 		}
 		for ds, mp := range m {

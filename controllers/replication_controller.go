@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/plan"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/replicate"
@@ -55,10 +56,18 @@ type DatasetReplicationReconciler struct {
 	// MaxConcurrent syncs of different datasets (default 4).
 	MaxConcurrent int
 
+	// RemovedTargetGrace is how long a target removed from the spec keeps
+	// its base held on the source (default DefaultRemovedTargetGrace).
+	RemovedTargetGrace time.Duration
+	// SnapshotsServed: the snapshot.storage.k8s.io API is served, so
+	// VolumeSnapshot replications claim datasets too.
+	SnapshotsServed bool
+
 	skipNameValidation bool
 }
 
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get;list;watch
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications/finalizers,verbs=update
 // +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch
@@ -79,6 +88,15 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		if err := r.Client.Update(ctx, &dr); err != nil {
 			return reconcile.Result{}, err
 		}
+	}
+	// One source dataset has one replication, one target dataset one
+	// writer: a later claimant is refused and nothing runs for it.
+	all, err := claimLister{Client: r.Client, Snapshots: r.SnapshotsServed}.conflicts(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if mine := policy.ConflictsOf(all, claimKindReplication, dr.Name); len(mine) > 0 {
+		return r.refuse(ctx, &dr, mine)
 	}
 	if dr.Spec.Suspend {
 		return reconcile.Result{}, nil
@@ -115,25 +133,26 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	// 1. Snapshot on schedule.
 	srcList, err := replicate.List(ctx, src.ZFS(), dataset)
 	if err != nil {
-		if errors.Is(err, agent.ErrUnreachable) {
-			r.Agents.Drop(src)
-		}
+		r.Agents.DropFailed(err, src)
 		return r.sourceError(ctx, &dr, status, err)
 	}
 	if !srcList.Exists {
 		return r.sourceError(ctx, &dr, status, fmt.Errorf("source dataset %s does not exist on node %s", dataset, src.Name))
 	}
-	last := time.Time{}
-	if n := srcList.Newest(true); n != nil {
-		// The time in z8r's own name is the controller clock's; it keeps
-		// the schedule consistent with the clock that decides (creation is
-		// the node's clock).
-		last = n.Creation
-		if _, t, ok := snapname.Parse(n.ShortName()); ok {
-			last = t
-		}
-		status.LastSnapshot = n.ShortName()
+	// The schedule counts from the newest of this replication's snapshots
+	// (the time in z8r's own name is the controller clock's, which keeps
+	// the schedule consistent with the clock that decides; creation is the
+	// node's clock). One named in the future (a clock that ran ahead) does
+	// not count, or it would freeze the schedule until then.
+	last, future, lastName := scheduleTimes(srcList, dr.Name, now)
+	if lastName != "" {
+		status.LastSnapshot = lastName
 		status.LastSnapshotTime = &metav1.Time{Time: last}
+	}
+	if len(future) > 0 {
+		log.Info("snapshots named in the future ignored by the schedule", "snapshots", future)
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventFutureSnapshot, "Schedule",
+			"snapshots of %s are named after the controller's time %s (a clock ran ahead); the schedule does not wait for them: %v", dataset, now.UTC().Format(time.RFC3339), future)
 	}
 	if sched.Due(last, now) {
 		name, err := replicate.TakeSnapshot(ctx, src.ZFS(), dataset, r.prefix(), dr.Name, now)
@@ -173,23 +192,48 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		}
 		status.Targets = append(status.Targets, ts)
 	}
-	// Targets removed from the spec: release what protected their base.
+	// Targets removed from the spec keep their base held (and
+	// bookmarked) for a grace period, so re-adding one (a typo, a Node
+	// recreated) still syncs incrementally; then it is released.
 	for key, old := range prev {
-		if !hasTarget(dr, key) {
-			if err := replicate.Unprotect(ctx, src.ZFS(), dataset, policy.ID(old.Node, old.Dataset)); err != nil {
-				log.Error(err, "release holds of removed target failed", "node", old.Node, "dataset", old.Dataset)
-				status.Targets = append(status.Targets, old) // keep it listed until released
-				continue
-			}
-			r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventTargetRemoved, "Release", "released the base held for removed target %s:%s", old.Node, old.Dataset)
-			if r.Metrics != nil {
-				r.Metrics.Forget(dr.Name, old.Node+":"+old.Dataset)
+		if hasTarget(dr, key) {
+			continue
+		}
+		if old.RemovedAt == nil {
+			old.RemovedAt = &metav1.Time{Time: now}
+			log.Info("target removed; its base stays held for the grace period", "node", old.Node, "dataset", old.Dataset, "grace", r.removedGrace().String())
+		}
+		if left := old.RemovedAt.Add(r.removedGrace()).Sub(now); left > 0 {
+			status.Targets = append(status.Targets, old)
+			requeue = min(requeue, left)
+			continue
+		}
+		if err := replicate.Unprotect(ctx, src.ZFS(), dataset, policy.ID(old.Node, old.Dataset)); err != nil {
+			log.Error(err, "release holds of removed target failed", "node", old.Node, "dataset", old.Dataset)
+			status.Targets = append(status.Targets, old) // keep it listed until released
+			continue
+		}
+		if leaked := r.releaseReplicaHold(ctx, old.Node, old.Dataset); leaked != "" {
+			r.Recorder.Eventf(&dr, nodeRef(old.Node), corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
+				"removed target %s:%s: %s", old.Node, old.Dataset, leaked)
+		}
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventTargetRemoved, "Release", "released the base held for removed target %s:%s", old.Node, old.Dataset)
+		if r.Metrics != nil {
+			r.Metrics.Forget(dr.Name, old.Node+":"+old.Dataset)
+		}
+	}
+	// Never prune a target's base or its last known snapshot (a target in
+	// its grace period included).
+	for _, ts := range status.Targets {
+		for _, s := range []string{ts.ProtectedBase, ts.LastSnapshot} {
+			if s != "" {
+				protected[s] = true
 			}
 		}
 	}
 
 	// 3. Source retention: only z8r's snapshots, never a held base.
-	pruned, err := replicate.Prune(ctx, src.ZFS(), dataset, srcRet, now, func(s string) bool { return protected[s] })
+	pruned, err := replicate.Prune(ctx, src.ZFS(), dataset, dr.Name, srcRet, now, func(s string) bool { return protected[s] })
 	if err != nil {
 		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning %s: %v", dataset, err)
 	} else if len(pruned) > 0 {
@@ -204,6 +248,47 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		requeue = time.Second
 	}
 	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// DefaultRemovedTargetGrace is how long a removed target's base stays
+// held before it is released.
+const DefaultRemovedTargetGrace = 10 * time.Minute
+
+func (r *DatasetReplicationReconciler) removedGrace() time.Duration {
+	if r.RemovedTargetGrace > 0 {
+		return r.RemovedTargetGrace
+	}
+	return DefaultRemovedTargetGrace
+}
+
+// scheduleTimes returns the time the schedule counts from (the newest of
+// the replication's own snapshots, by the time in its name, that is not
+// in the future: schedule.Last), that snapshot's name, and the names of
+// those named in the future.
+func scheduleTimes(l replicate.Listing, policyID string, now time.Time) (last time.Time, future []string, lastName string) {
+	var times []time.Time
+	names := map[time.Time][]string{}
+	for _, d := range l.Snapshots {
+		if !d.IsSnapshot() || !snapname.IsOwnedBy(d.LocalProps, policyID) {
+			continue
+		}
+		t := d.Creation
+		if _, nt, ok := snapname.Parse(d.ShortName()); ok {
+			t = nt
+		}
+		times = append(times, t)
+		names[t] = append(names[t], d.ShortName())
+	}
+	last, fut := schedule.Last(times, now, schedule.MaxClockSkew)
+	for _, t := range fut {
+		future = append(future, names[t]...)
+	}
+	slices.Sort(future)
+	future = slices.Compact(future)
+	if n := names[last]; len(n) > 0 {
+		lastName = n[len(n)-1]
+	}
+	return last, future, lastName
 }
 
 func (r *DatasetReplicationReconciler) prefix() string {
@@ -238,6 +323,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	log := logf.FromContext(ctx).WithValues("target", t.Node, "dataset", targetDataset(*dr, t))
 	ts := prev
 	ts.Node, ts.Dataset = t.Node, targetDataset(*dr, t)
+	ts.RemovedAt = nil // back in the spec within the grace period
 	label := ts.Node + ":" + ts.Dataset
 	related := nodeRef(t.Node)
 	fail := func(state, reason string, err error) z8rv1.TargetStatus {
@@ -260,7 +346,8 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	id := policy.ID(t.Node, ts.Dataset)
 	start := time.Now()
 	res, err := replicate.SyncTarget(ctx, src, dr.Spec.Source.Dataset, replicate.Target{
-		ID: id, Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
+		ID: id, PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
+		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
 	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign})
 	ts.SnapshotsBehind = res.Behind
 	if res.ProtectedBase != "" {
@@ -272,9 +359,10 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	if r.Metrics != nil {
 		r.Metrics.Behind.WithLabelValues(dr.Name, label).Set(float64(res.Behind))
 	}
-	if len(res.RolledBack) > 0 {
-		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetRolledBack, "Rollback",
-			"target %s had diverged; rolled back as its policy allows, destroying z8r's snapshots %v", label, res.RolledBack)
+	if res.MovedAside != "" {
+		ts.MovedAside = res.MovedAside
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetRolledBack, "MoveAside",
+			"target %s had diverged; as its policy allows it was moved aside to %s on %s (every snapshot and write kept) and received afresh", label, res.MovedAside, t.Node)
 	}
 	if err != nil {
 		var ce *plan.ConflictError
@@ -284,10 +372,9 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 				"target %s diverged from the source and was left untouched: %v", label, err)
 			return fail(z8rv1.TargetDiverged, "Diverged", err)
 		}
-		if errors.Is(err, agent.ErrUnreachable) {
-			r.Agents.Drop(src)
-			r.Agents.Drop(tgt)
-		}
+		// Only a connection that failed: a target the source could not
+		// reach must not cancel the source's other transfers.
+		r.Agents.DropFailed(err, src, tgt)
 		log.Error(err, "sync failed")
 		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Sync", "target %s: %v", label, err)
 		return fail(z8rv1.TargetFailed, "SyncFailed", err)
@@ -323,7 +410,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	// never the newest (the next base).
 	tgtRet, perr := retention.Parse(orDefault(t.Retention, orDefault(dr.Spec.Retention, retention.DefaultTarget)))
 	if perr == nil {
-		if pruned, err := replicate.Prune(ctx, tgt.ZFS(), ts.Dataset, tgtRet, now, func(s string) bool { return s == res.Newest }); err != nil {
+		if pruned, err := replicate.Prune(ctx, tgt.ZFS(), ts.Dataset, dr.Name, tgtRet, now, func(s string) bool { return s == res.Newest }); err != nil {
 			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning target %s: %v", label, err)
 		} else if len(pruned) > 0 {
 			r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) on target %s: %v", len(pruned), label, pruned)
@@ -381,6 +468,38 @@ func (r *DatasetReplicationReconciler) sourceError(ctx context.Context, dr *z8rv
 	return reconcile.Result{RequeueAfter: 30 * time.Second}, nil
 }
 
+// refuse reports that dr claims a dataset an earlier replication has:
+// Ready=False reason Conflict and a Warning naming the first; nothing runs
+// (no snapshot, transfer, hold or prune) until the other one goes.
+func (r *DatasetReplicationReconciler) refuse(ctx context.Context, dr *z8rv1.DatasetReplication, conflicts []policy.Conflict) (reconcile.Result, error) {
+	msgs := make([]string, 0, len(conflicts))
+	for _, c := range conflicts {
+		msgs = append(msgs, conflictMessage(c))
+	}
+	msg := strings.Join(msgs, "; ")
+	logf.FromContext(ctx).Info("replication refused: a dataset it claims belongs to another replication", "first", conflicts[0].First.Owner.String(), "conflicts", len(conflicts))
+	status := dr.Status.DeepCopy()
+	cur := meta.FindStatusCondition(status.Conditions, "Ready")
+	if cur == nil || cur.Reason != reasonConflict || cur.Message != msg {
+		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventReplicationConflict, "Refuse", "%s", msg)
+	}
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionFalse,
+		Reason: reasonConflict, Message: msg, ObservedGeneration: dr.Generation})
+	status.State = z8rv1.TargetFailed
+	status.ObservedGeneration = dr.Generation
+	if err := r.writeStatus(ctx, dr, status); err != nil {
+		return reconcile.Result{}, err
+	}
+	// The other replication going does not requeue this one: look again.
+	return reconcile.Result{RequeueAfter: retryConflict}, nil
+}
+
+// reasonConflict is the Ready reason of a refused replication.
+const reasonConflict = "Conflict"
+
+// retryConflict is how often a refused replication looks again.
+const retryConflict = time.Minute
+
 // invalid reports a spec that cannot be acted on; nothing runs until it is
 // fixed (a spec change triggers the next reconcile).
 func (r *DatasetReplicationReconciler) invalid(ctx context.Context, dr *z8rv1.DatasetReplication, field string, err error) (reconcile.Result, error) {
@@ -423,19 +542,40 @@ func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
 	}
 }
 
-// finalize releases every target's protection on the source, then lets the
-// object go. If the source cannot be reached the finalizer stays (the
-// holds would otherwise keep snapshots forever without anyone knowing).
+// finalize releases, on the source, the protection of every target the
+// replication has: the union of the spec's and the status's (a target
+// removed shortly before, still in its grace period), but none it was
+// refused (another replication's, policy.Conflicts). If the source cannot
+// be reached the finalizer stays (the holds would otherwise keep
+// snapshots forever without anyone knowing); if its ZFSNode is gone the
+// tags that could not be released are named in a Warning (HoldsLeaked)
+// before the object goes.
 func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.DatasetReplication) (reconcile.Result, error) {
 	if !controllerutil.ContainsFinalizer(dr, finalizerReleaseHolds) {
 		return reconcile.Result{}, nil
 	}
+	all, err := claimLister{Client: r.Client, Snapshots: r.SnapshotsServed}.conflicts(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	targets := releasableTargets(dr, policy.ConflictsOf(all, claimKindReplication, dr.Name))
 	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
 	if errors.Is(err, ErrNodeUnknown) {
-		err = nil // the node and its agent are gone: nothing is held any more
+		// The node's agent is gone: its holds cannot be released from here.
+		if len(targets) > 0 {
+			tags := make([]string, 0, len(targets))
+			for _, t := range targets {
+				tags = append(tags, snapname.HoldTag(policy.ID(t.Node, t.Dataset)))
+			}
+			logf.FromContext(ctx).Info("source node has no agent; holds not released", "node", dr.Spec.Source.Node, "tags", tags)
+			r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
+				"node %s has no z8r agent: release these holds on %s by hand if its pool comes back (zfs release TAG SNAPSHOT): %v", dr.Spec.Source.Node, dr.Spec.Source.Dataset, tags)
+		}
+		err = nil
 	} else if err == nil {
-		for _, t := range dr.Spec.Targets {
-			if err = replicate.Unprotect(ctx, src.ZFS(), dr.Spec.Source.Dataset, policy.ID(t.Node, targetDataset(*dr, t))); err != nil {
+		for _, t := range targets {
+			if err = replicate.Unprotect(ctx, src.ZFS(), dr.Spec.Source.Dataset, policy.ID(t.Node, t.Dataset)); err != nil {
+				r.Agents.DropFailed(err, src)
 				break
 			}
 		}
@@ -444,9 +584,18 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Release", "cannot release holds on %s yet: %v", dr.Spec.Source.Node, err)
 		return reconcile.Result{RequeueAfter: 30 * time.Second}, nil
 	}
+	// The hold on each target's last received snapshot: best effort (a
+	// target node that is gone or down must not keep the object forever),
+	// and named in a Warning when it stays.
+	for _, t := range targets {
+		if leaked := r.releaseReplicaHold(ctx, t.Node, t.Dataset); leaked != "" {
+			r.Recorder.Eventf(dr, nodeRef(t.Node), corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
+				"target %s:%s: %s", t.Node, t.Dataset, leaked)
+		}
+	}
 	if r.Metrics != nil {
-		for _, t := range dr.Spec.Targets {
-			r.Metrics.Forget(dr.Name, t.Node+":"+targetDataset(*dr, t))
+		for _, t := range targets {
+			r.Metrics.Forget(dr.Name, t.Node+":"+t.Dataset)
 		}
 	}
 	controllerutil.RemoveFinalizer(dr, finalizerReleaseHolds)
@@ -454,6 +603,50 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{}, nil
+}
+
+// releaseReplicaHold releases the hold z8r keeps on a target's last
+// received snapshot (replicate.UnprotectReplica). It returns "" when that
+// is done (or the node is gone with its pool), else what was left and why.
+func (r *DatasetReplicationReconciler) releaseReplicaHold(ctx context.Context, node, dataset string) string {
+	tag := snapname.ReplicaHoldTag(policy.ID(node, dataset))
+	tgt, err := r.Agents.Get(ctx, node)
+	if errors.Is(err, ErrNodeUnknown) {
+		return ""
+	}
+	if err == nil {
+		if err = replicate.UnprotectReplica(ctx, tgt.ZFS(), dataset, policy.ID(node, dataset)); err == nil {
+			return ""
+		}
+		r.Agents.DropFailed(err, tgt)
+	}
+	logf.FromContext(ctx).Error(err, "release replica hold failed", "node", node, "dataset", dataset, "tag", tag)
+	return fmt.Sprintf("hold %s on the last received snapshot of %s was not released (%v): release it by hand (zfs release %s SNAPSHOT)", tag, dataset, err, tag)
+}
+
+// releasableTargets is the union of dr's spec and status targets, less
+// those it was refused (all of them if its source was: it never ran).
+func releasableTargets(dr *z8rv1.DatasetReplication, refused []policy.Conflict) []z8rv1.DatasetRef {
+	no := map[z8rv1.DatasetRef]bool{}
+	for _, c := range refused {
+		if c.Claim.Role == policy.RoleSource {
+			return nil
+		}
+		no[z8rv1.DatasetRef{Node: c.Claim.Node, Dataset: c.Claim.Dataset}] = true
+	}
+	var out []z8rv1.DatasetRef
+	add := func(t z8rv1.DatasetRef) {
+		if !no[t] && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range dr.Spec.Targets {
+		add(z8rv1.DatasetRef{Node: t.Node, Dataset: targetDataset(*dr, t)})
+	}
+	for _, t := range dr.Status.Targets {
+		add(z8rv1.DatasetRef{Node: t.Node, Dataset: t.Dataset})
+	}
+	return out
 }
 
 func orDefault(s, def string) string {

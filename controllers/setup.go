@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"time"
 
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -25,6 +26,10 @@ type Config struct {
 	SnapshotDrivers []string
 	// SnapshotHooks inject faults in tests; nil in production.
 	SnapshotHooks SnapshotHooks
+	// RemovedTargetGrace: how long a target removed from a
+	// DatasetReplication keeps its base held (default
+	// DefaultRemovedTargetGrace).
+	RemovedTargetGrace time.Duration
 }
 
 // Setup registers every reconciler with mgr.
@@ -43,8 +48,13 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	if err := (&NodePolicyReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("node policy controller: %w", err)
 	}
+	served, err := snapshotAPIServed(mgr)
+	if err != nil {
+		return err
+	}
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
-		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
+		SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
 	}
 	if err := setupSnapshots(mgr, cfg); err != nil {

@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/schedule"
 	"github.com/z8r-project/z8r/internal/volsnap"
 	"github.com/z8r-project/z8r/zfsexec"
@@ -57,11 +56,16 @@ import (
 // from its newest one, which stays held on the source as its base. A
 // replica appears as a pre-provisioned VolumeSnapshotContent of
 // zfs.z8r.dev naming its node, whose deletionPolicy follows the source
-// content's; when a source content is deleted with Delete its unbound
-// replica contents are deleted too (and so destroyed on their nodes) before
-// the source snapshot goes. A source snapshot still held as the base of a
-// replica that stays is destroyed deferred (`zfs destroy -d`): ZFS removes
-// it when the next replication moves the hold. Snapshots of other drivers
+// content's; when a source content is deleted with Delete, the source
+// snapshot is destroyed first (deferred, `zfs destroy -d`, while holds keep
+// it) and that is recorded on the content (z8r.dev/source-destroyed); only
+// then are its unbound replica contents deleted (and so destroyed on their
+// nodes, each only if it carries z8r's local mark for that replica
+// content). A source node that is down therefore keeps the deletion
+// waiting and costs no copy. The source keeps its hold for a target whose
+// replica stays, or whose replica's destroy was deferred because the
+// target holds it as its last received snapshot (the next base): ZFS
+// removes both when the next replication moves the holds. Snapshots of other drivers
 // are never destroyed by z8r; it only releases its holds on them when
 // their content goes.
 type VolumeSnapshotContentReconciler struct {
@@ -92,11 +96,6 @@ type SnapshotHooks struct {
 // content whose snapshot z8r holds as a replication base: the holds are
 // released before the content (and that driver's destroy) may proceed.
 const finalizerReleaseSourceHolds = "z8r.dev/release-holds"
-
-// ZFS user property on a replica dataset naming its source
-// ("node:dataset"): only such a dataset may get a full receive forced into
-// it after its last snapshot was destroyed.
-const propReplicaOf = "z8r.dev:replica-of"
 
 // Requeue delays.
 const (
@@ -214,9 +213,7 @@ func (r *VolumeSnapshotContentReconciler) create(ctx context.Context, c *snapsho
 		final = errors.Is(err, errNotOurs)
 	}
 	if err != nil {
-		if errors.Is(err, agent.ErrUnreachable) {
-			r.Agents.Drop(node)
-		}
+		r.Agents.DropFailed(err, node)
 		if final {
 			if perr := r.patchAnnotations(ctx, c, map[string]*string{volsnap.AnnBeingCreated: nil}); perr != nil {
 				return reconcile.Result{}, true, perr
@@ -231,9 +228,7 @@ func (r *VolumeSnapshotContentReconciler) create(ctx context.Context, c *snapsho
 	info, err := snapshotInfo(ctx, node.ZFS(), snap)
 	if err != nil {
 		// The snapshot exists; the annotation stays until the status says so.
-		if errors.Is(err, agent.ErrUnreachable) {
-			r.Agents.Drop(node)
-		}
+		r.Agents.DropFailed(err, node)
 		log.Error(err, "read snapshot properties failed", "node", loc.Node, "snapshot", snap)
 		return r.failCreate(ctx, c, loc.VS, fmt.Errorf("snapshot %s on node %s taken, reading it: %w", snap, loc.Node, err), retryTransient)
 	}
@@ -299,9 +294,7 @@ func (r *VolumeSnapshotContentReconciler) importSnapshot(ctx context.Context, c 
 	case errors.Is(err, zfsexec.ErrDatasetNotExist):
 		return r.failCreate(ctx, c, vs, fmt.Errorf("pre-provisioned snapshot %s does not exist on node %s", handle, nodeName), retryInvalid)
 	case err != nil:
-		if errors.Is(err, agent.ErrUnreachable) {
-			r.Agents.Drop(node)
-		}
+		r.Agents.DropFailed(err, node)
 		return r.failCreate(ctx, c, vs, fmt.Errorf("check %s on node %s: %w", handle, nodeName, err), retryTransient)
 	}
 	if err := r.markReady(ctx, c, handle, info); err != nil {
@@ -313,50 +306,48 @@ func (r *VolumeSnapshotContentReconciler) importSnapshot(ctx context.Context, c 
 }
 
 // deleteSnapshot destroys the snapshot of a content deleted with
-// deletionPolicy Delete, then lets the content go (ActDelete).
+// deletionPolicy Delete, then lets the content go (ActDelete). The source
+// snapshot is destroyed (or marked for deferred destruction while holds
+// keep it) and that is recorded on the content before any replica is
+// deleted: a source node that is down keeps the deletion waiting and
+// costs no copy. A replica's snapshot is destroyed only if z8r's local
+// mark for this replica content is on it (replicaOwned).
 func (r *VolumeSnapshotContentReconciler) deleteSnapshot(ctx context.Context, c *snapshotv1.VolumeSnapshotContent) (reconcile.Result, error) {
 	log := logf.FromContext(ctx)
 	handle := *c.Status.SnapshotHandle
-	// Replicas that go with it go first, so that holds are released only
-	// for targets that no longer have the snapshot.
+	nodeName := c.Annotations[z8rv1.AnnotationNode]
+	if c.Annotations[z8rv1.AnnotationSourceDestroyed] != annotationYes {
+		if nodeName == "" {
+			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete",
+				"cannot destroy %s: the content does not record its node (annotation %s)", handle, z8rv1.AnnotationNode)
+			return reconcile.Result{RequeueAfter: retryInvalid}, nil
+		}
+		node, err := r.Agents.Get(ctx, nodeName)
+		switch {
+		case errors.Is(err, ErrNodeUnknown):
+			// The node and its agent are gone, and with them the pool.
+			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete",
+				"node %s has no z8r agent any more; %s was not destroyed", nodeName, handle)
+		case err != nil:
+			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete", "cannot destroy %s on node %s yet: %v", handle, nodeName, err)
+			return reconcile.Result{RequeueAfter: retryTransient}, nil
+		default:
+			if res, done := r.destroyOnNode(ctx, c, node, handle); done {
+				return res, nil
+			}
+		}
+		if err := r.patchAnnotations(ctx, c, map[string]*string{z8rv1.AnnotationSourceDestroyed: new(annotationYes)}); err != nil {
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	// Replicas that go with it go now; holds are released only for targets
+	// that no longer have the snapshot (which lets a deferred destroy finish).
 	held, wait, err := r.cleanupReplicas(ctx, c)
 	if err != nil || wait {
 		return reconcile.Result{RequeueAfter: retryWaiting}, err
 	}
-	nodeName := c.Annotations[z8rv1.AnnotationNode]
-	if nodeName == "" {
-		r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete",
-			"cannot destroy %s: the content does not record its node (annotation %s)", handle, z8rv1.AnnotationNode)
-		return reconcile.Result{RequeueAfter: retryInvalid}, nil
-	}
-	node, err := r.Agents.Get(ctx, nodeName)
-	switch {
-	case errors.Is(err, ErrNodeUnknown):
-		// The node and its agent are gone, and with them the pool.
-		r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete",
-			"node %s has no z8r agent any more; %s was not destroyed", nodeName, handle)
-	case err != nil:
-		r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete", "cannot destroy %s on node %s yet: %v", handle, nodeName, err)
-		return reconcile.Result{RequeueAfter: retryTransient}, nil
-	default:
-		deferred, err := destroySnapshot(ctx, node.ZFS(), handle)
-		if err != nil {
-			if errors.Is(err, agent.ErrUnreachable) {
-				r.Agents.Drop(node)
-			}
-			log.Error(err, "destroy snapshot failed", "node", nodeName, "snapshot", handle)
-			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete", "destroy %s on node %s: %v", handle, nodeName, err)
-			return reconcile.Result{RequeueAfter: retryTransient}, nil
-		}
-		if deferred {
-			log.Info("snapshot held; destroy deferred", "node", nodeName, "snapshot", handle, "keptFor", held)
-			r.event(c, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotDeferred, "Delete",
-				"%s on node %s is still held (incremental base of replicas %v): marked for deferred destroy, ZFS removes it when the next replication releases it",
-				handle, nodeName, held)
-		} else {
-			log.Info("destroyed snapshot", "node", nodeName, "snapshot", handle)
-			r.event(c, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotDeleted, "Delete", "destroyed %s on node %s", handle, nodeName)
-		}
+	if len(held) > 0 {
+		log.Info("source snapshot stays held for replicas that stay", "snapshot", handle, "keptFor", held)
 	}
 	// As the sidecar: clear the handle, then drop the finalizer (a retry
 	// after the first step goes straight to the second).
@@ -366,6 +357,61 @@ func (r *VolumeSnapshotContentReconciler) deleteSnapshot(ctx context.Context, c 
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	return reconcile.Result{}, r.removeFinalizers(ctx, c)
+}
+
+// destroyOnNode destroys a deleted content's snapshot on its node (deferred
+// while held). A replica's is destroyed only if it carries z8r's mark for
+// this content; otherwise it is left and reported. done means the
+// reconcile ends here (an error to retry).
+func (r *VolumeSnapshotContentReconciler) destroyOnNode(ctx context.Context, c *snapshotv1.VolumeSnapshotContent, node *Node, handle string) (reconcile.Result, bool) {
+	log := logf.FromContext(ctx)
+	if _, isReplica := c.Labels[z8rv1.LabelReplicaOfUID]; isReplica {
+		owned, err := replicaOwned(ctx, node.ZFS(), handle, c.Name)
+		switch {
+		case errors.Is(err, zfsexec.ErrDatasetNotExist):
+			return reconcile.Result{}, false
+		case err != nil:
+			r.Agents.DropFailed(err, node)
+			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete", "check %s on node %s: %v", handle, node.Name, err)
+			return reconcile.Result{RequeueAfter: retryTransient}, true
+		case !owned:
+			log.Info("replica snapshot not marked as this content's; not destroyed", "node", node.Name, "snapshot", handle)
+			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventReplicaNotOwned, "Delete",
+				"%s on node %s does not carry z8r's mark (%s=%s set locally): z8r did not create it for this content and did not destroy it", handle, node.Name, volsnap.PropContent, c.Name)
+			return reconcile.Result{}, false
+		}
+	}
+	deferred, err := destroySnapshot(ctx, node.ZFS(), handle)
+	if errors.Is(err, zfsexec.ErrDatasetNotExist) {
+		return reconcile.Result{}, false
+	}
+	if err != nil {
+		r.Agents.DropFailed(err, node)
+		log.Error(err, "destroy snapshot failed", "node", node.Name, "snapshot", handle)
+		r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete", "destroy %s on node %s: %v", handle, node.Name, err)
+		return reconcile.Result{RequeueAfter: retryTransient}, true
+	}
+	if deferred {
+		log.Info("snapshot held; destroy deferred", "node", node.Name, "snapshot", handle)
+		r.event(c, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotDeferred, "Delete",
+			"%s on node %s is still held (incremental base of replicas): marked for deferred destroy, ZFS removes it when the last hold goes", handle, node.Name)
+	} else {
+		log.Info("destroyed snapshot", "node", node.Name, "snapshot", handle)
+		r.event(c, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotDeleted, "Delete", "destroyed %s on node %s", handle, node.Name)
+	}
+	return reconcile.Result{}, false
+}
+
+// replicaOwned reports whether snap carries z8r's mark for the replica
+// content named content: the property volsnap.PropContent set locally on
+// the snapshot (by z8r after it received it) to that name. A received or
+// inherited value, or another content's name, is not z8r's for it.
+func replicaOwned(ctx context.Context, z *zfsexec.ZFS, snap, content string) (bool, error) {
+	p, err := z.Get(ctx, snap, volsnap.PropContent)
+	if err != nil {
+		return false, err
+	}
+	return volsnap.MarkedFor(p[volsnap.PropContent], content), nil
 }
 
 // destroySnapshot destroys snap, or marks it for deferred destruction when
@@ -382,10 +428,7 @@ func destroySnapshot(ctx context.Context, z *zfsexec.ZFS, snap string) (deferred
 // (deletionPolicy Retain, or no snapshot was ever recorded)
 // (ActRemoveFinalizer).
 func (r *VolumeSnapshotContentReconciler) letGo(ctx context.Context, c *snapshotv1.VolumeSnapshotContent) (reconcile.Result, error) {
-	if _, wait, err := r.cleanupReplicas(ctx, c); err != nil || wait {
-		return reconcile.Result{RequeueAfter: retryWaiting}, err
-	}
-	if c.Spec.DeletionPolicy == snapshotv1.VolumeSnapshotContentDelete {
+	if c.Spec.DeletionPolicy == snapshotv1.VolumeSnapshotContentDelete && c.Annotations[z8rv1.AnnotationSourceDestroyed] != annotationYes {
 		// Nothing recorded, but something may exist: a create that failed
 		// in a way z8r took for final, or a replica deleted before it was
 		// imported. Destroy it if it is this content's.
@@ -393,7 +436,14 @@ func (r *VolumeSnapshotContentReconciler) letGo(ctx context.Context, c *snapshot
 			r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotDeleteFailed, "Delete", "%v", err)
 			return reconcile.Result{RequeueAfter: retryTransient}, nil
 		}
-	} else if c.Status != nil && c.Status.SnapshotHandle != nil {
+		if err := r.patchAnnotations(ctx, c, map[string]*string{z8rv1.AnnotationSourceDestroyed: new(annotationYes)}); err != nil {
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}
+	}
+	if _, wait, err := r.cleanupReplicas(ctx, c); err != nil || wait {
+		return reconcile.Result{RequeueAfter: retryWaiting}, err
+	}
+	if c.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentDelete && c.Status != nil && c.Status.SnapshotHandle != nil {
 		r.event(c, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotRetained, "Delete",
 			"deletionPolicy %s: %s stays on node %s", c.Spec.DeletionPolicy, *c.Status.SnapshotHandle, c.Annotations[z8rv1.AnnotationNode])
 	}
@@ -436,6 +486,11 @@ func (r *VolumeSnapshotContentReconciler) destroyStray(ctx context.Context, c *s
 	}
 	if err != nil {
 		return fmt.Errorf("check %s on node %s: %w", snap, nodeName, err)
+	}
+	if isReplica && !volsnap.MarkedFor(p[volsnap.PropContent], c.Name) {
+		r.event(c, nil, corev1.EventTypeWarning, z8rv1.EventReplicaNotOwned, "Delete",
+			"%s on node %s does not carry z8r's mark (%s=%s set locally): z8r did not create it for this content and did not destroy it", snap, nodeName, volsnap.PropContent, c.Name)
+		return nil
 	}
 	if !isReplica && p[volsnap.PropContent].Value != c.Name {
 		return nil

@@ -20,8 +20,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/plan"
+	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/pvresolve"
 	"github.com/z8r-project/z8r/internal/replicate"
 	"github.com/z8r-project/z8r/internal/volsnap"
@@ -89,10 +89,30 @@ func (r *VolumeSnapshotContentReconciler) replicate(ctx context.Context, c *snap
 		log.Error(err, "replication status annotation unreadable; starting afresh")
 		status = nil
 	}
+	// One writer per dataset: a target (or the whole volume) another
+	// replication claimed first is refused.
+	all, err := claimLister{Client: r.Client, Snapshots: true}.conflicts(ctx, c)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	refused := refusedTargets(policy.ConflictsOf(all, claimKindVolumeSnapshots, volumeOwnerName(loc.Node, loc.Dataset)))
 	now := r.Clock.Now()
 	var requeue time.Duration
 	for _, t := range targets {
 		ts, _ := status.Get(t)
+		if conflict, ok := refused.of(t); ok && !ts.Done() {
+			msg := conflictMessage(conflict)
+			if ts.State != volsnap.StateRefused || ts.Error != msg {
+				r.event(c, loc.VS, corev1.EventTypeWarning, z8rv1.EventReplicationConflict, "Replicate", "replica on %s refused: %s", t, msg)
+				ts.State, ts.Error, ts.Time = volsnap.StateRefused, msg, now.UTC().Format(time.RFC3339)
+				status = status.Set(ts)
+				if err := r.patchAnnotations(ctx, c, map[string]*string{z8rv1.AnnotationReplicationStatus: new(status.String())}); err != nil {
+					return reconcile.Result{}, err
+				}
+			}
+			requeue = minPositive(requeue, retryConflict)
+			continue
+		}
 		if !ts.Done() {
 			if wait := retryWait(ts, now); wait > 0 {
 				requeue = minPositive(requeue, wait)
@@ -114,6 +134,33 @@ func (r *VolumeSnapshotContentReconciler) replicate(ctx context.Context, c *snap
 		}
 	}
 	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// refusedSet is what a VolumeSnapshot replication was refused.
+type refusedSet struct {
+	source  *policy.Conflict
+	targets map[volsnap.Target]policy.Conflict
+}
+
+func refusedTargets(conflicts []policy.Conflict) refusedSet {
+	rs := refusedSet{targets: map[volsnap.Target]policy.Conflict{}}
+	for i, c := range conflicts {
+		if c.Claim.Role == policy.RoleSource {
+			rs.source = &conflicts[i]
+			continue
+		}
+		rs.targets[volsnap.Target{Node: c.Claim.Node, Dataset: c.Claim.Dataset}] = c
+	}
+	return rs
+}
+
+// of returns the conflict that refuses t, if any.
+func (rs refusedSet) of(t volsnap.Target) (policy.Conflict, bool) {
+	if rs.source != nil {
+		return *rs.source, true
+	}
+	c, ok := rs.targets[t]
+	return c, ok
 }
 
 func retryWait(ts volsnap.TargetState, now time.Time) time.Duration {
@@ -179,15 +226,18 @@ func (r *VolumeSnapshotContentReconciler) replicateOne(ctx context.Context, c *s
 	// a full receive again; any other existing dataset may not.
 	origin := loc.Node + ":" + loc.Dataset
 	allowEmpty := false
-	switch p, err := tgt.ZFS().Get(ctx, t.Dataset, propReplicaOf); {
+	switch p, err := tgt.ZFS().Get(ctx, t.Dataset, replicate.ReplicaOfProp); {
 	case err == nil:
-		allowEmpty = p[propReplicaOf].Value == origin
+		// Set locally by z8r (not received, not inherited); replicate
+		// still forces a receive only into a provably pristine target and
+		// moves any other aside.
+		allowEmpty = p[replicate.ReplicaOfProp].Source == "local" && p[replicate.ReplicaOfProp].Value == origin
 	case !errors.Is(err, zfsexec.ErrDatasetNotExist):
 		return fail(volsnap.StateFailed, z8rv1.EventReplicationFailed, err)
 	}
 	start := time.Now()
 	res, err := replicate.SyncSnapshot(ctx, src, loc.Dataset, loc.Short, replicate.Target{
-		ID: volsnap.TargetID(t), Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: t.Dataset,
+		ID: volsnap.TargetID(t), Origin: origin, Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: t.Dataset,
 	}, replicate.SnapshotOptions{AllowFullIntoEmpty: allowEmpty})
 	if err != nil {
 		var ce *plan.ConflictError
@@ -200,19 +250,27 @@ func (r *VolumeSnapshotContentReconciler) replicateOne(ctx context.Context, c *s
 		case errors.As(err, &ce):
 			log.Info("target diverged; left untouched", "kind", ce.Kind.String(), "error", err.Error())
 			return fail(volsnap.StateDiverged, z8rv1.EventTargetDiverged, err)
-		case errors.Is(err, agent.ErrUnreachable):
-			r.Agents.Drop(src)
-			r.Agents.Drop(tgt)
+		default:
+			// Only a connection that failed: a target the source could
+			// not reach must not cancel the source's other transfers.
+			r.Agents.DropFailed(err, src, tgt)
 		}
 		log.Error(err, "replication failed", "snapshot", snap)
 		return fail(volsnap.StateFailed, z8rv1.EventReplicationFailed, err)
 	}
-	if res.Full() {
-		if err := tgt.ZFS().Set(ctx, t.Dataset, map[string]string{propReplicaOf: origin}); err != nil {
-			log.Error(err, "mark replica dataset failed")
-		}
+	if res.MovedAside != "" {
+		r.event(c, loc.VS, corev1.EventTypeWarning, z8rv1.EventTargetDiverged, "Replicate",
+			"%s could not be proven pristine and was moved aside to %s on %s before the full receive (nothing destroyed)", t.Dataset, res.MovedAside, t.Node)
 	}
-	info, err := snapshotInfo(ctx, tgt.ZFS(), volsnap.Handle(t.Dataset, loc.Short))
+	// Mark the replica z8r's for its replica content, locally on the
+	// target: deleting that content destroys the snapshot only if this
+	// mark is there (a received or hand-made look-alike is never z8r's).
+	replica := volsnap.Handle(t.Dataset, loc.Short)
+	if err := tgt.ZFS().Set(ctx, replica, map[string]string{volsnap.PropContent: volsnap.ReplicaContentName(c.Name, t)}); err != nil {
+		r.Agents.DropFailed(err, tgt)
+		return fail(volsnap.StateFailed, z8rv1.EventReplicationFailed, fmt.Errorf("mark the replica: %w", err))
+	}
+	info, err := snapshotInfo(ctx, tgt.ZFS(), replica)
 	if err != nil {
 		return fail(volsnap.StateFailed, z8rv1.EventReplicationFailed, fmt.Errorf("read the replica: %w", err))
 	}
@@ -355,20 +413,27 @@ func (r *VolumeSnapshotContentReconciler) cleanupReplicas(ctx context.Context, c
 	}
 	status, _ := volsnap.ParseStatus(c.Annotations[z8rv1.AnnotationReplicationStatus])
 	served := r.Drivers[c.Spec.Driver]
-	var release []volsnap.Target
-	for _, ts := range status {
-		if served && kept[ts.Target()] {
-			held = append(held, ts.Target().String())
-			continue
-		}
-		release = append(release, ts.Target())
-	}
 	nodeName, dataset := c.Annotations[z8rv1.AnnotationNode], c.Annotations[z8rv1.AnnotationDataset]
 	short := ""
 	if c.Status != nil && c.Status.SnapshotHandle != nil {
 		if i := strings.LastIndexByte(*c.Status.SnapshotHandle, '@'); i >= 0 {
 			short = (*c.Status.SnapshotHandle)[i+1:]
 		}
+	}
+	var release []volsnap.Target
+	for _, ts := range status {
+		if served && kept[ts.Target()] {
+			held = append(held, ts.Target().String())
+			continue
+		}
+		// A replica whose destroy was deferred (the target holds its last
+		// received snapshot as the next base) still needs its source: keep
+		// the source's hold until the next replication moves both.
+		if served && short != "" && ts.State == volsnap.StateReplicated && r.replicaStillThere(ctx, ts.Target(), short) {
+			held = append(held, ts.Target().String())
+			continue
+		}
+		release = append(release, ts.Target())
 	}
 	if len(release) == 0 || nodeName == "" || dataset == "" || short == "" {
 		return held, false, nil
@@ -382,13 +447,31 @@ func (r *VolumeSnapshotContentReconciler) cleanupReplicas(ctx context.Context, c
 	}
 	for _, t := range release {
 		if err := replicate.Release(ctx, node.ZFS(), volsnap.Handle(dataset, short), volsnap.TargetID(t)); err != nil {
-			if errors.Is(err, agent.ErrUnreachable) {
-				r.Agents.Drop(node)
-			}
+			r.Agents.DropFailed(err, node)
 			return nil, false, err
 		}
 	}
 	return held, false, nil
+}
+
+// replicaStillThere reports whether t still has the snapshot short (its
+// destroy deferred by a hold). A node that cannot be asked counts as
+// still having it (keeping a hold is the safe side); a node that is gone
+// does not.
+func (r *VolumeSnapshotContentReconciler) replicaStillThere(ctx context.Context, t volsnap.Target, short string) bool {
+	tgt, err := r.Agents.Get(ctx, t.Node)
+	if errors.Is(err, ErrNodeUnknown) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	ok, err := tgt.ZFS().Exists(ctx, volsnap.Handle(t.Dataset, short))
+	if err != nil {
+		r.Agents.DropFailed(err, tgt)
+		return true
+	}
+	return ok
 }
 
 // snapshotLocation finds where a ready content's snapshot is, and the

@@ -21,6 +21,19 @@ import (
 	"github.com/z8r-project/z8r/internal/pvresolve"
 )
 
+// snapshotAPIServed reports whether the cluster serves
+// snapshot.storage.k8s.io/v1 VolumeSnapshotContents.
+func snapshotAPIServed(mgr manager.Manager) (bool, error) {
+	gk := schema.GroupKind{Group: snapshotv1.GroupName, Kind: "VolumeSnapshotContent"}
+	if _, err := mgr.GetRESTMapper().RESTMapping(gk, "v1"); err != nil {
+		if meta.IsNoMatchError(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up %s: %w", gk, err)
+	}
+	return mgr.GetScheme().Recognizes(snapshotv1.SchemeGroupVersion.WithKind("VolumeSnapshotContent")), nil
+}
+
 // setupSnapshots registers the VolumeSnapshot integration: the
 // snapshotter and replication roles on VolumeSnapshotContents and the PVC
 // schedule. It does nothing (and says so) on a cluster without the

@@ -87,6 +87,16 @@ type TargetStatus struct {
 	ConsecutiveFailures int `json:"consecutiveFailures,omitempty"`
 	// LastError is the last failure, if the target is not Synced.
 	LastError string `json:"lastError,omitempty"`
+	// MovedAside is where the last diverged target was moved aside on
+	// its node (snapname.DivergedName) before it was received afresh.
+	// +optional
+	MovedAside string `json:"movedAside,omitempty"`
+	// RemovedAt is when the target left the spec. Its base stays held on
+	// the source (and bookmarked) for a grace period, so re-adding it
+	// soon still syncs incrementally; then it is released and the entry
+	// goes.
+	// +optional
+	RemovedAt *metav1.Time `json:"removedAt,omitempty"`
 }
 
 // DatasetReplicationStatus is the state of the source and every target.

@@ -17,4 +17,14 @@ const (
 	EventHostKeyPinned        = "HostKeyPinned"
 	EventHostKeyChanged       = "HostKeyChanged"
 	EventReplicationGenerated = "ReplicationConfigured"
+	// EventReplicationConflict: a second replication claims a source or
+	// target dataset another one already has; it is refused (nothing runs
+	// for it) and the Event names the first.
+	EventReplicationConflict = "ReplicationConflict"
+	// EventFutureSnapshot: a snapshot's name is later than the controller's
+	// clock (a clock that ran ahead); the schedule does not wait for it.
+	EventFutureSnapshot = "FutureSnapshot"
+	// EventHoldsLeaked: holds z8r could not release (the source node is
+	// gone or unreachable at deletion) are named in the Event.
+	EventHoldsLeaked = "HoldsLeaked"
 )

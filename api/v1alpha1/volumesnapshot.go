@@ -48,6 +48,12 @@ const (
 	LabelPVCUID           = "z8r.dev/pvc-uid"
 	AnnotationScheduledAt = "z8r.dev/scheduled-at"
 
+	// AnnotationSourceDestroyed on a source VolumeSnapshotContent being
+	// deleted records that its ZFS snapshot was destroyed (or marked for
+	// deferred destruction) on its node: only then are its replicas
+	// deleted, so a source node that is down never costs the copies.
+	AnnotationSourceDestroyed = "z8r.dev/source-destroyed"
+
 	// Values of LabelManagedBy.
 	ManagedByPVCSchedule = "pvc-schedule"
 	ManagedByReplication = "replication"
@@ -65,4 +71,11 @@ const (
 	EventInvalidPVCAnnotation  = "InvalidPVCAnnotation"
 	EventScheduledSnapshot     = "ScheduledSnapshotCreated"
 	EventScheduledPruned       = "ScheduledSnapshotsPruned"
+	// EventScheduledWaiting: a scheduled VolumeSnapshot is due but the
+	// previous one is not ready yet (its node may be down); no second one
+	// is taken until it is.
+	EventScheduledWaiting = "ScheduledSnapshotWaiting"
+	// EventReplicaNotOwned: a replica content's snapshot on its node does
+	// not carry z8r's ownership for that replication; z8r did not destroy it.
+	EventReplicaNotOwned = "ReplicaNotOwned"
 )

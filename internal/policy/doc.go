@@ -63,6 +63,16 @@
 // backup/a) is allowed: a local copy on a second pool is a legitimate
 // target.
 //
+// # One writer per dataset
+//
+// Conflicts decides, over every replication's Claims (a DatasetReplication
+// of any origin, or the VolumeSnapshot replication of one volume, each
+// claiming its source and target datasets by node and dataset), which are
+// refused: a dataset belongs to its earliest claimant (Owner.Created, then
+// kind and name), and every other owner's claim on it is refused, whatever
+// the roles. The controllers refuse the replication that owns a refused
+// claim instead of running it.
+//
 // # Output
 //
 // Replications are sorted by source node and dataset, targets by node and

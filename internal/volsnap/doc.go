@@ -69,13 +69,27 @@
 //
 // Status (annotation z8r.dev/replication-status, JSON) has one
 // TargetState per target: Pending, Replicated (with the GUID and the
-// replica's content), Failed or Diverged (retried after Backoff), or
-// Skipped (the target already had a newer snapshot: ZFS cannot receive an
-// older one after it).
+// replica's content), Failed or Diverged (retried after Backoff), Skipped
+// (the target already had a newer snapshot: ZFS cannot receive an older
+// one after it), or Refused (another replication writes that dataset).
 //
 // # Scheduled VolumeSnapshots
 //
-// ScheduledName names them "<pvc>-<yyyymmdd-hhmmss>"; PruneScheduled
-// applies a retention policy to the ones z8r took (found by label, never
-// others), never pruning one that is not ready yet nor the newest.
+// ScheduledName names them "<pvc>-<yyyymmdd-hhmmss>" after the schedule
+// slot (SlotTime: the latest activation at or before now), so every
+// reconcile of one slot names the same object and a second create is
+// refused by the API server. Waiting reports a scheduled one that is not
+// ready yet: while one waits no other is taken. PruneScheduled applies a
+// retention policy to the ones z8r took (found by label, never others):
+// only ready ones count (a snapshot that is not ready neither fills a slot
+// nor is pruned), one whose replication is still in progress
+// (ReplicationPending: a requested target not Replicated or Skipped, or
+// not started yet) is kept, and the newest is never pruned.
+//
+// # Replica marks
+//
+// After a replica is received z8r sets PropContent on it, locally, to the
+// replica content's name; MarkedFor checks that mark before a replica's
+// snapshot is destroyed, so a content that merely looks like a replica
+// never makes z8r destroy a snapshot it did not create.
 package volsnap

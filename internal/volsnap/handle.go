@@ -101,3 +101,12 @@ func RestoreSize(props map[string]zfsexec.Property) (int64, error) {
 	}
 	return n, nil
 }
+
+// MarkedFor reports whether p, the value of PropContent on a snapshot, is
+// z8r's mark for content: set locally on that snapshot (not received in a
+// stream, not inherited) to content's name. Only then did z8r create the
+// snapshot for that content, and only then may deleting the content
+// destroy it.
+func MarkedFor(p zfsexec.Property, content string) bool {
+	return p.Source == "local" && p.Value == content
+}

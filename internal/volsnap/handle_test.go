@@ -77,3 +77,24 @@ func TestRestoreSize_VolumeOrReferenced(t *testing.T) {
 		t.Error("non-numeric referenced: want an error")
 	}
 }
+
+func TestMarkedFor_OnlyLocalAndThisContent(t *testing.T) {
+	tests := []struct {
+		name string
+		p    zfsexec.Property
+		want bool
+	}{
+		{"set locally to this content", zfsexec.Property{Value: "rep-1", Source: "local"}, true},
+		{"set locally to another content", zfsexec.Property{Value: "rep-2", Source: "local"}, false},
+		{"received in the stream", zfsexec.Property{Value: "rep-1", Source: "received"}, false},
+		{"inherited from a parent", zfsexec.Property{Value: "rep-1", Source: "inherited from tank"}, false},
+		{"not set", zfsexec.Property{Value: "-", Source: "-"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := MarkedFor(tt.p, "rep-1"); got != tt.want {
+				t.Errorf("MarkedFor(%+v) = %v, want %v", tt.p, got, tt.want)
+			}
+		})
+	}
+}

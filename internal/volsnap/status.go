@@ -21,6 +21,9 @@ const (
 	// StateSkipped: the target already has a newer snapshot, so this older
 	// one can never be received there. Final.
 	StateSkipped = "Skipped"
+	// StateRefused: another replication claimed the target (or the source
+	// volume) first (one writer per dataset); looked at again later.
+	StateRefused = "Refused"
 )
 
 // TargetState is the replication state of one content at one target.
