@@ -44,9 +44,16 @@ type ReplicationTarget struct {
 	// Retention on the target; default: the source's retention.
 	// +optional
 	Retention string `json:"retention,omitempty"`
-	// RollbackDiverged allows z8r to roll a diverged target back to the
-	// last common snapshot, destroying only snapshots z8r created there.
-	// Default false: a diverged target is reported and left untouched.
+	// RollbackDiverged (the name is kept from earlier releases) lets z8r
+	// resolve a diverged target, one that grew snapshots of its own or was
+	// written since its last receive, by moving it aside: the whole target
+	// dataset is renamed to <dataset>-z8r-diverged-<UTC time> with every
+	// snapshot and write it had, and the source is received afresh (a full
+	// send) under the original name. Nothing is destroyed or rolled back;
+	// status.targets[].movedAside says where the old copy went. A target
+	// whose source lost snapshots (SourceLost) is never resolved
+	// automatically. Default false: a diverged target is reported and left
+	// untouched.
 	// +optional
 	RollbackDiverged bool `json:"rollbackDiverged,omitempty"`
 }
