@@ -44,6 +44,17 @@ test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 test: lint kube-tools ozguest-image controller-gen ## Every test: unit, real ZFS, real control plane, end to end.
 	$(GO) test -tags $(TEST_TAGS) -count=1 -timeout 50m ./...
 
+# The crash-anywhere chaos suite (issue 15, docs/chaos.md). `make test` runs a
+# short fixed-seed version; this runs a long one with a new seed (printed).
+CHAOS_ITERATIONS ?= 30
+CHAOS_SEED ?= $(shell date +%s)
+
+.PHONY: chaos
+chaos: deps kube-tools ## Chaos suite: CHAOS_ITERATIONS (30) seeded faults, CHAOS_SEED to replay; summary in .cache/chaos-report.md.
+	@mkdir -p .cache
+	$(GO) test -tags e2e -count=1 -timeout 3h -v -run '^TestChaos' ./e2e/chaos/ \
+		-chaos.seed=$(CHAOS_SEED) -chaos.iterations=$(CHAOS_ITERATIONS) -chaos.report=$(CURDIR)/.cache/chaos-report.md
+
 # Code generators and install artifacts (issue 8).
 CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(CURDIR)/.cache/bin/controller-gen

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/failpoint"
 	"github.com/z8r-project/z8r/internal/plan"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/replicate"
@@ -42,6 +43,10 @@ const (
 	backoffMin = 5 * time.Second
 	backoffMax = 10 * time.Minute
 )
+
+// FailAfterSnapshot is the failpoint (package failpoint) hit right after a
+// scheduled snapshot is taken, before any target is synced.
+const FailAfterSnapshot = "controller.after-snapshot"
 
 // DatasetReplicationReconciler snapshots on schedule and keeps every target
 // current.
@@ -160,6 +165,7 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 			r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotFailed, "Snapshot", "snapshot of %s failed: %v", dataset, err)
 			return r.sourceError(ctx, &dr, status, err)
 		}
+		failpoint.Hit(FailAfterSnapshot)
 		log.Info("took snapshot", "dataset", dataset, "snapshot", name)
 		r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotCreated, "Snapshot", "took %s@%s", dataset, name)
 		if r.Metrics != nil {

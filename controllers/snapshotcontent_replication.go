@@ -446,12 +446,40 @@ func (r *VolumeSnapshotContentReconciler) cleanupReplicas(ctx context.Context, c
 		return nil, false, fmt.Errorf("release holds on node %s: %w", nodeName, err)
 	}
 	for _, t := range release {
+		// Another driver destroys its own snapshot once z8r lets go, so the
+		// chain to t ends here: a replica whose deletion was asked for
+		// (Delete) and only deferred by z8r's hold as the next base can go
+		// now, leaving t a pristine replica that the next replication
+		// receives into in full. Released before the source's hold, so a
+		// crash in between only retries.
+		if !served && !kept[t] {
+			if err := r.releaseReplicaHold(ctx, t, short); err != nil {
+				return nil, false, err
+			}
+		}
 		if err := replicate.Release(ctx, node.ZFS(), volsnap.Handle(dataset, short), volsnap.TargetID(t)); err != nil {
 			r.Agents.DropFailed(err, node)
 			return nil, false, err
 		}
 	}
 	return held, false, nil
+}
+
+// releaseReplicaHold releases z8r's replica hold on t's copy of the
+// snapshot short. A target node that is gone holds nothing any more.
+func (r *VolumeSnapshotContentReconciler) releaseReplicaHold(ctx context.Context, t volsnap.Target, short string) error {
+	tgt, err := r.Agents.Get(ctx, t.Node)
+	if errors.Is(err, ErrNodeUnknown) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("release replica hold on node %s: %w", t.Node, err)
+	}
+	if err := replicate.ReleaseReplica(ctx, tgt.ZFS(), volsnap.Handle(t.Dataset, short), volsnap.TargetID(t)); err != nil {
+		r.Agents.DropFailed(err, tgt)
+		return err
+	}
+	return nil
 }
 
 // replicaStillThere reports whether t still has the snapshot short (its

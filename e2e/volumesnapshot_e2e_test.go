@@ -18,6 +18,7 @@ import (
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 	"github.com/z8r-project/z8r/controllers"
+	"github.com/z8r-project/z8r/internal/snapname"
 	"github.com/z8r-project/z8r/internal/testbed/cluster"
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
 	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
@@ -197,8 +198,12 @@ func hasEventContaining(ev []string, reason, text string) bool {
 // replicated; Velero flips the content to Retain and deletes the
 // VolumeSnapshot, and the ZFS snapshot, the replica and both contents stay
 // (replication is keyed on the content); at expiry Velero flips the
-// content to Delete and deletes it, and the snapshot goes on the source,
-// the replica with it (its content follows the source's policy).
+// content to Delete and deletes it: both contents go, and the snapshot, the
+// replica's last received one and so the base of its next incremental, is
+// destroyed deferred on both nodes (defer_destroy=on, held only by z8r's
+// base and last-received holds). The next backup's snapshot is replicated
+// incrementally from it; the holds move to the new one and ZFS finishes
+// both deferred destroys.
 func TestVolumeSnapshot_VeleroSequence(t *testing.T) {
 	c, _ := startSnapshotCluster(t, cluster.Options{}, "n1", "n2")
 	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
@@ -246,11 +251,42 @@ func TestVolumeSnapshot_VeleroSequence(t *testing.T) {
 	deleteObj(t, c, vc)
 	waitContent(t, c, content, "the content to go", gone)
 	waitContent(t, c, replica, "the replica content to go", gone)
-	if exists(t, n1, snap) {
-		t.Errorf("%s still exists on the source", snap)
+	// The snapshot is n2's last received one, the base of its next
+	// incremental: both ends are destroyed deferred, held only by z8r.
+	id := volsnap.TargetID(volsnap.Target{Node: "n2", Dataset: "tank/app"})
+	srcKept := deferredOrGone(t, n1, snap, snapname.HoldTag(id))
+	repKept := deferredOrGone(t, n2, snap, snapname.ReplicaHoldTag(id))
+	if !srcKept || !repKept {
+		t.Errorf("the next incremental's base went: source kept %v, replica kept %v", srcKept, repKept)
 	}
-	if exists(t, n2, snap) {
-		t.Errorf("%s still exists on the replica node", snap)
+	if !hasEvent(eventsOf(t, c, content), z8rv1.EventSnapshotDeferred) || !hasEvent(eventsOf(t, c, replica), z8rv1.EventSnapshotDeferred) {
+		t.Errorf("no %s events: source %v replica %v", z8rv1.EventSnapshotDeferred, eventsOf(t, c, content), eventsOf(t, c, replica))
+	}
+
+	// The next backup of the volume is replicated from it; the holds move
+	// and ZFS finishes the deferred destroys on both nodes.
+	writeFile(t, n1, "tank/app", "more", 1<<20)
+	c.Kube.Create(t, newVS(ns, "velero-app-q9m4r", class.Name, "app", nil))
+	next := waitVS(t, c, ns, "velero-app-q9m4r", "the next backup's snapshot ready", vsReady)
+	nextSnap := "tank/app@snapshot-" + string(next.UID)
+	nextContent := contentPrefix + string(next.UID)
+	waitContent(t, c, nextContent, "the next backup replicated to n2", replicated("n2", "tank/app"))
+	if !hasEventContaining(eventsOf(t, c, nextContent), z8rv1.EventReplicated, "incremental") {
+		t.Errorf("the next backup was not sent incrementally from the deferred base: %v", eventsOf(t, c, nextContent))
+	}
+	poll(t, "the deferred destroys to finish", time.Minute, func(context.Context) (bool, error) {
+		return !exists(t, n1, snap) && !exists(t, n2, snap), nil
+	}, func() any {
+		return []map[string]string{snapProps(t, n1, snap, "defer_destroy", "userrefs"), snapProps(t, n2, snap, "defer_destroy", "userrefs")}
+	})
+	if g1, g2 := snapProps(t, n1, nextSnap, "guid"), snapProps(t, n2, nextSnap, "guid"); g2 == nil || g1["guid"] != g2["guid"] {
+		t.Fatalf("the next backup: n1 %v n2 %v", g1, g2)
+	}
+	if msg := heldBy(t, n1, nextSnap, snapname.HoldTag(id)); msg != "" {
+		t.Errorf("the new base on the source: %s", msg)
+	}
+	if msg := heldBy(t, n2, nextSnap, snapname.ReplicaHoldTag(id)); msg != "" {
+		t.Errorf("the new last received snapshot on n2: %s", msg)
 	}
 }
 
@@ -259,9 +295,13 @@ func TestVolumeSnapshot_VeleroSequence(t *testing.T) {
 // serves (the test plays it: it takes the ZFS snapshot as zfs-localpv
 // names it and reports it on the content). Because the PVC asks, z8r
 // replicates that snapshot into a parent dataset on n2. When the
-// VolumeSnapshot is deleted, z8r deletes its replica and releases its hold
-// but never destroys the other driver's snapshot, nor runs any destroy on
-// the source node.
+// VolumeSnapshot is deleted, z8r deletes its replica content (the replica,
+// n2's last received snapshot, is destroyed deferred and stays held by
+// z8r on n2) and releases its hold on the source, but never destroys the
+// other driver's snapshot, nor runs any destroy on the source node. After
+// the other driver destroyed its snapshot, the volume's next snapshot is
+// replicated to n2, the hold there moves to it and the deferred replica
+// goes.
 func TestVolumeSnapshot_ZFSLocalPVSnapshotReplicatedNeverDeleted(t *testing.T) {
 	c, logs := startSnapshotCluster(t, cluster.Options{}, "n1", "n2")
 	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
@@ -271,31 +311,38 @@ func TestVolumeSnapshot_ZFSLocalPVSnapshotReplicatedNeverDeleted(t *testing.T) {
 	ns := c.Kube.CreateNamespace(t, "localpv")
 	bindPVC(t, c, ns, "db", kubeenv.ZFSLocalPV(vol, "n1", "tank", "1Gi"), map[string]string{z8rv1.AnnotationReplicateTo: "n2:tank/replicas/"})
 	c.Kube.Create(t, kubeenv.VolumeSnapshotClass("openebs-zfs", kubeenv.DriverZFSLocalPV, snapshotv1.VolumeSnapshotContentDelete))
-	vs := newVS(ns, "db-1", "openebs-zfs", "db", nil)
-	c.Kube.Create(t, vs)
-
-	// zfs-localpv's part: snapshot, then the content's status.
-	content := contentPrefix + string(vs.UID)
-	vc := waitContent(t, c, content, "the snapshot-controller to create the content", func(vc *snapshotv1.VolumeSnapshotContent) bool { return vc != nil })
-	short := "snapshot-" + string(vs.UID)
+	// zfsLocalPV plays zfs-localpv for a new VolumeSnapshot: it takes the
+	// ZFS snapshot as that driver names it, then writes the content's
+	// status. It returns the VolumeSnapshot, its content's name and the
+	// snapshot's short name.
+	zfsLocalPV := func(name string) (*snapshotv1.VolumeSnapshot, string, string) {
+		t.Helper()
+		vs := newVS(ns, name, "openebs-zfs", "db", nil)
+		c.Kube.Create(t, vs)
+		content := contentPrefix + string(vs.UID)
+		vc := waitContent(t, c, content, "the snapshot-controller to create the content", func(vc *snapshotv1.VolumeSnapshotContent) bool { return vc != nil })
+		short := "snapshot-" + string(vs.UID)
+		if _, err := n1.Exec(ctx, "zfs", "snapshot", "tank/"+vol+"@"+short); err != nil {
+			t.Fatal(err)
+		}
+		old := vc.DeepCopy()
+		vc.Status = &snapshotv1.VolumeSnapshotContentStatus{
+			SnapshotHandle: new(vol + "@" + short),
+			ReadyToUse:     new(true),
+			CreationTime:   new(time.Now().UnixNano()),
+			RestoreSize:    new(int64(1 << 30)),
+		}
+		if err := c.Kube.Client.Status().Patch(ctx, vc, client.MergeFrom(old)); err != nil {
+			t.Fatal(err)
+		}
+		waitVS(t, c, ns, name, name+" ready", vsReady)
+		return vs, content, short
+	}
+	vs, content, short := zfsLocalPV("db-1")
 	snap := "tank/" + vol + "@" + short
-	if _, err := n1.Exec(ctx, "zfs", "snapshot", snap); err != nil {
-		t.Fatal(err)
-	}
-	old := vc.DeepCopy()
-	vc.Status = &snapshotv1.VolumeSnapshotContentStatus{
-		SnapshotHandle: new(vol + "@" + short),
-		ReadyToUse:     new(true),
-		CreationTime:   new(time.Now().UnixNano()),
-		RestoreSize:    new(int64(1 << 30)),
-	}
-	if err := c.Kube.Client.Status().Patch(ctx, vc, client.MergeFrom(old)); err != nil {
-		t.Fatal(err)
-	}
-	waitVS(t, c, ns, "db-1", "db-1 ready", vsReady)
 
 	const target = "tank/replicas/" + vol
-	vc = waitContent(t, c, content, "replicated to n2", replicated("n2", target))
+	vc := waitContent(t, c, content, "replicated to n2", replicated("n2", target))
 	guid := snapProps(t, n1, snap, "guid")["guid"]
 	if g := snapProps(t, n2, target+"@"+short, "guid"); g["guid"] != guid {
 		t.Fatalf("replica %s@%s: %v, source guid %s", target, short, g, guid)
@@ -318,9 +365,14 @@ func TestVolumeSnapshot_ZFSLocalPVSnapshotReplicatedNeverDeleted(t *testing.T) {
 	if !contains(vc.Finalizers, volsnap.FinalizerBound) {
 		t.Errorf("z8r removed the other snapshotter's finalizer: %v", vc.Finalizers)
 	}
-	if exists(t, n2, target+"@"+short) {
-		t.Error("the replica was not destroyed with its content")
-	}
+	// z8r lets go of the other driver's snapshot, so it cannot stay n2's
+	// incremental base: the replica whose deletion was asked for goes too
+	// (z8r releases its hold on n2 before the source's), leaving n2 a
+	// pristine replica for the next full receive.
+	id := volsnap.TargetID(volsnap.Target{Node: "n2", Dataset: target})
+	poll(t, "n2's replica of db-1 to go with its content", time.Minute, func(context.Context) (bool, error) {
+		return !exists(t, n2, target+"@"+short), nil
+	}, func() any { return snapProps(t, n2, target+"@"+short, "defer_destroy", "userrefs") })
 	time.Sleep(2 * time.Second)
 	if p := snapProps(t, n1, snap, "userrefs"); p == nil || p["userrefs"] != "0" {
 		t.Fatalf("the other driver's snapshot: %v (want it present, without z8r's hold)", p)
@@ -340,6 +392,28 @@ func TestVolumeSnapshot_ZFSLocalPVSnapshotReplicatedNeverDeleted(t *testing.T) {
 		vc.Finalizers = nil
 	})
 	waitContent(t, c, content, "the content to go", gone)
+
+	// The next snapshot of the volume is replicated to n2 (in full: the
+	// chain ended with the other driver's snapshot), and held there.
+	writeFile(t, n1, "tank/"+vol, "more", 1<<20)
+	_, content2, short2 := zfsLocalPV("db-2")
+	vc2 := waitContent(t, c, content2, "db-2's replication to n2 to settle", func(vc *snapshotv1.VolumeSnapshotContent) bool {
+		st := replication(vc, "n2", target).State
+		return st == volsnap.StateReplicated || st == volsnap.StateDiverged
+	})
+	if ts := replication(vc2, "n2", target); ts.State != volsnap.StateReplicated {
+		t.Fatalf("db-2 not replicated after the other driver destroyed db-1, n2's base: %s: %s (n2's old replica %v)",
+			ts.State, ts.Error, snapProps(t, n2, target+"@"+short, "defer_destroy", "userrefs"))
+	}
+	if g1, g2 := snapProps(t, n1, "tank/"+vol+"@"+short2, "guid"), snapProps(t, n2, target+"@"+short2, "guid"); g2 == nil || g1["guid"] != g2["guid"] {
+		t.Fatalf("db-2: n1 %v n2 %v", g1, g2)
+	}
+	if msg := heldBy(t, n2, target+"@"+short2, snapname.ReplicaHoldTag(id)); msg != "" {
+		t.Errorf("n2's new last received snapshot: %s", msg)
+	}
+	if cmds := commandsNaming(t, logs["n1"], "destroy"); len(cmds) > 0 {
+		t.Errorf("z8r ran destroys on the source node: %v", cmds)
+	}
 }
 
 // sampleClass reads config/samples/snapshot_v1_volumesnapshotclass.yaml.

@@ -6,6 +6,8 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,7 @@ import (
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
 	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
 	"github.com/z8r-project/z8r/internal/volsnap"
+	"github.com/z8r-project/z8r/zfsexec"
 )
 
 // startSnapshotCluster starts nodes (each with pool tank) with agents that
@@ -258,4 +261,53 @@ func eventsOf(t *testing.T, c *cluster.Cluster, name string) []string {
 		t.Fatal(err)
 	}
 	return ev
+}
+
+// heldBy reports what is wrong ("" if nothing) with the holds on snap on
+// n, which must be exactly tags. zfs-fuse's `zfs holds` is broken, so
+// userrefs must count len(tags) and a hold with each tag must be refused
+// because the tag is already there (a probe that did take a hold is
+// released again at once).
+func heldBy(t *testing.T, n *zfsnodes.Node, snap string, tags ...string) string {
+	t.Helper()
+	p := snapProps(t, n, snap, "userrefs")
+	if p == nil {
+		return snap + " does not exist"
+	}
+	if p["userrefs"] != fmt.Sprint(len(tags)) {
+		return fmt.Sprintf("%s has userrefs %s, want %d (%v)", snap, p["userrefs"], len(tags), tags)
+	}
+	ctx := context.Background()
+	for _, tag := range tags {
+		err := n.ZFS().Hold(ctx, tag, snap)
+		if err == nil {
+			if rerr := n.ZFS().Release(ctx, tag, snap); rerr != nil {
+				t.Fatal(rerr)
+			}
+			return fmt.Sprintf("%s is not held by %s", snap, tag)
+		}
+		if !errors.Is(err, zfsexec.ErrTagExists) {
+			t.Fatalf("probe hold %s on %s: %v", tag, snap, err)
+		}
+	}
+	return ""
+}
+
+// deferredOrGone checks a snapshot whose destroy z8r has asked for while
+// it may still be held: it is gone, or it is still there marked
+// defer_destroy=on and held by exactly tags (z8r's), so that it goes when
+// they are released. present tells which.
+func deferredOrGone(t *testing.T, n *zfsnodes.Node, snap string, tags ...string) (present bool) {
+	t.Helper()
+	p := snapProps(t, n, snap, "defer_destroy")
+	if p == nil {
+		return false
+	}
+	if p["defer_destroy"] != "on" {
+		t.Errorf("%s still exists and is not marked for deferred destroy: %v", snap, p)
+	}
+	if msg := heldBy(t, n, snap, tags...); msg != "" {
+		t.Errorf("deferred %s: %s", snap, msg)
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"os"
 	"strings"
+	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -32,6 +33,7 @@ func main() {
 		sshKey      = flag.String("ssh-key", "/etc/z8r/controller-key/id_ed25519", "private key the controller presents to node agents")
 		prefix      = flag.String("snapshot-prefix", "z8r", "name prefix of the snapshots z8r takes")
 		drivers     = flag.String("snapshot-drivers", "", "comma-separated CSI drivers, besides zfs.z8r.dev, whose VolumeSnapshots z8r takes (their volumes must resolve to ZFS datasets)")
+		clockOffset = flag.Duration("clock-offset", 0, "testing only: run the controller's clock this far ahead of the wall clock (the chaos suite brings schedules round with it); never set it in production")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -64,7 +66,7 @@ func main() {
 	}
 	if err := controllers.Setup(mgr, controllers.Config{
 		Agents:          &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
-		Clock:           schedule.RealClock{},
+		Clock:           clock(*clockOffset),
 		SnapshotPrefix:  *prefix,
 		SnapshotDrivers: strings.Split(*drivers, ","),
 	}); err != nil {
@@ -78,4 +80,18 @@ func main() {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+// offsetClock is the wall clock moved by a fixed offset (--clock-offset).
+type offsetClock struct{ offset time.Duration }
+
+func (c offsetClock) Now() time.Time { return time.Now().Add(c.offset) }
+
+// clock is the controller's clock: the wall clock, or the wall clock moved
+// by offset for tests that bring schedules round without waiting.
+func clock(offset time.Duration) schedule.Clock {
+	if offset == 0 {
+		return schedule.RealClock{}
+	}
+	return offsetClock{offset: offset}
 }

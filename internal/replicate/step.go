@@ -583,3 +583,13 @@ func Release(ctx context.Context, z *zfsexec.ZFS, snapshot, id string) error {
 	}
 	return nil
 }
+
+// ReleaseReplica removes target id's replica hold from one snapshot on the
+// target (dataset@short); a snapshot without that hold is not an error. A
+// replica marked for deferred destruction goes when its last hold does.
+func ReleaseReplica(ctx context.Context, z *zfsexec.ZFS, snapshot, id string) error {
+	if err := releaseTag(ctx, z, snapname.ReplicaHoldTag(id), snapshot); err != nil {
+		return fmt.Errorf("replicate: release replica %s: %w", snapshot, err)
+	}
+	return nil
+}

@@ -37,6 +37,8 @@ type NodeSpec struct {
 	Annotations map[string]string
 	// AgentArgs are extra agent flags (e.g. --command-log).
 	AgentArgs []string
+	// PoolSize of each pool's backing file (zfsnodes default: 512M).
+	PoolSize string
 }
 
 // Options describe the cluster.
@@ -75,6 +77,9 @@ type Cluster struct {
 	controller bool
 	drivers    []string
 	hooks      controllers.SnapshotHooks
+	// controller processes (process.go)
+	procRuns   int
+	procLogDir string
 }
 
 // Start brings up the control plane, network, nodes and agents; call
@@ -104,7 +109,7 @@ func Start(t tb.TB, opts Options) *Cluster {
 		if len(pools) == 0 {
 			pools = []string{"tank"}
 		}
-		n := zfsnodes.Start(t, zfsnodes.Options{Pools: pools, NetNS: map[string]string{spec.Name: c.Net.NS(spec.Name)}}, spec.Name)[0]
+		n := zfsnodes.Start(t, zfsnodes.Options{Pools: pools, PoolSize: spec.PoolSize, NetNS: map[string]string{spec.Name: c.Net.NS(spec.Name)}}, spec.Name)[0]
 		c.Nodes[spec.Name] = n
 		c.Kube.CreateNode(t, spec.Name, spec.Labels, spec.Annotations)
 		c.Agents[spec.Name] = agentproc.Start(t, n, c.Keys, agentproc.Options{

@@ -8,4 +8,11 @@
 // The agents live in their nodes' network namespaces; the API server is
 // made reachable to them at the hub's address (netns.Forward), and the
 // controller dials agents from the hub. Everything stops in Cleanup.
+//
+// StartControllerProcess runs the controller as its own process instead
+// (the built cmd/z8r-controller, in the hub namespace, with the agents'
+// kubeconfig and the test's controller key), so that a test can SIGKILL it
+// at any point or arm internal/failpoint points in it (Z8R_FAILPOINTS),
+// and move its clock ahead (--clock-offset) to bring a schedule round. The
+// process dies with the test process and is killed in Cleanup.
 package cluster
