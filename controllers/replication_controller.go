@@ -367,7 +367,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	}
 	if res.MovedAside != "" {
 		ts.MovedAside = res.MovedAside
-		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetRolledBack, "MoveAside",
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetMovedAside, "MoveAside",
 			"target %s had diverged; as its policy allows it was moved aside to %s on %s (every snapshot and write kept) and received afresh", label, res.MovedAside, t.Node)
 	}
 	if err != nil {
@@ -377,6 +377,11 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetDiverged, "Sync",
 				"target %s diverged from the source and was left untouched: %v", label, err)
 			return fail(z8rv1.TargetDiverged, "Diverged", err)
+		}
+		if errors.Is(err, replicate.ErrResumeAbandoned) {
+			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventResumeAbandoned, "Resume",
+				"target %s: an interrupted receive could not be resumed and was discarded: %v", label, err)
+			return fail(z8rv1.TargetFailed, "ResumeAbandoned", err)
 		}
 		// Only a connection that failed: a target the source could not
 		// reach must not cancel the source's other transfers.

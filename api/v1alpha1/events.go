@@ -2,12 +2,14 @@ package v1alpha1
 
 // Event reasons z8r emits (constant, so they can be filtered and alerted on).
 const (
-	EventSnapshotCreated      = "SnapshotCreated"
-	EventSnapshotFailed       = "SnapshotFailed"
-	EventReplicated           = "Replicated"
-	EventReplicationFailed    = "ReplicationFailed"
-	EventTargetDiverged       = "TargetDiverged"
-	EventTargetRolledBack     = "TargetRolledBack"
+	EventSnapshotCreated   = "SnapshotCreated"
+	EventSnapshotFailed    = "SnapshotFailed"
+	EventReplicated        = "Replicated"
+	EventReplicationFailed = "ReplicationFailed"
+	EventTargetDiverged    = "TargetDiverged"
+	// EventTargetMovedAside: a diverged target was renamed aside (every
+	// snapshot and write kept) and received afresh, as its policy allows.
+	EventTargetMovedAside     = "TargetMovedAside"
 	EventPruned               = "Pruned"
 	EventPruneFailed          = "PruneFailed"
 	EventSourceUnavailable    = "SourceUnavailable"
@@ -27,4 +29,8 @@ const (
 	// EventHoldsLeaked: holds z8r could not release (the source node is
 	// gone or unreachable at deletion) are named in the Event.
 	EventHoldsLeaked = "HoldsLeaked"
+	// EventResumeAbandoned: an interrupted receive's resume token no
+	// longer matched the source (its snapshot gone, another base); the
+	// partial state was discarded and the next sync plans afresh.
+	EventResumeAbandoned = "ResumeAbandoned"
 )
