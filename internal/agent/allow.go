@@ -96,7 +96,39 @@ func checkProps(list string) error {
 	return nil
 }
 
-func checkKV(kv string) error {
+// userPropPrefix begins every user property z8r sets (snapname.OwnerProp,
+// snapname.PolicyProp, replicate.ReplicaOfProp, volsnap.PropContent).
+// User properties are only read back by z8r: ZFS gives them no effect on
+// the host.
+const userPropPrefix = "z8r.dev:"
+
+// isZ8RUserProp reports whether prop is one of z8r's user properties.
+func isZ8RUserProp(prop string) bool {
+	return strings.HasPrefix(prop, userPropPrefix) && len(prop) > len(userPropPrefix)
+}
+
+// nativeAllowed is every native property assignment the agent runs: the
+// ones that make a replica read-only and keep it from being mounted
+// automatically. Anything else (mountpoint, sharenfs, sharesmb, setuid,
+// exec, devices, keylocation, canmount=on, readonly=off, ...) changes what
+// the host exposes and is refused.
+var nativeAllowed = map[string]string{"readonly": "on", "canmount": "noauto"}
+
+// propSet says which "k=v" assignments one argument position takes.
+type propSet int
+
+const (
+	// propsUser: z8r's user properties only (zfs snapshot -o).
+	propsUser propSet = iota
+	// propsSet: z8r's user properties and nativeAllowed (zfs set, zfs
+	// create -o).
+	propsSet
+	// propsRecv: nativeAllowed only (zfs recv -o).
+	propsRecv
+)
+
+// checkKV checks one "k=v" assignment: well-formed, and in the set.
+func checkKV(kv string, set propSet) error {
 	k, v, ok := strings.Cut(kv, "=")
 	if !ok {
 		return refuse("property assignment %q lacks '='", kv)
@@ -107,16 +139,50 @@ func checkKV(kv string) error {
 	if err := zfsexec.ValidatePropertyValue(k, v); err != nil {
 		return refuse("%v", err)
 	}
+	if isZ8RUserProp(k) {
+		if set == propsRecv {
+			return refuse("zfs recv -o may not set user property %q", k)
+		}
+		return nil
+	}
+	want, native := nativeAllowed[k]
+	switch {
+	case set == propsUser:
+		return refuse("only z8r's user properties (%s*) may be set here, not %q", userPropPrefix, k)
+	case !native:
+		return refuse("property %q is not one z8r sets (allowed: readonly=on, canmount=noauto, %s*)", k, userPropPrefix)
+	case v != want:
+		return refuse("%s may only be set to %q, not %q", k, want, v)
+	}
 	return nil
 }
 
-// Check decides whether argv is one of the ZFS command forms the agent
-// runs (the forms package zfsexec builds that z8r uses) with every name
-// valid and inside the allowed pools. It is the whole of the agent's exec
-// surface: an argv Check does not accept never reaches a process. z8r
-// never rolls back (a diverged target is moved aside), so `zfs rollback`
-// is refused; `zfs rename` only moves a filesystem aside beside itself,
-// and `zfs umount` is never forced.
+// Check decides whether argv is one of the ZFS commands z8r's operations
+// need, judged by effect, with every name valid and inside the allowed
+// pools. It is the whole of the agent's exec surface: an argv Check does
+// not accept never reaches a process. Accepted, and nothing else:
+//   - reads: zfs version, zpool upgrade -v, zfs get -H -p ..., zfs holds -H;
+//   - zfs set k=v NAME and zfs create [-p] [-o k=v]... FS: k=v only
+//     readonly=on, canmount=noauto or a z8r user property (z8r.dev:*);
+//     never mountpoint, sharenfs, setuid, keylocation, readonly=off...;
+//   - zfs snapshot [-o k=v]... SNAP: z8r user properties only, no -r;
+//   - zfs destroy [-d] SNAP, zfs destroy BOOKMARK of z8r's form
+//     (snapname.IsZ8RBookmark): never a filesystem, never -r/-R;
+//   - zfs hold|release TAG SNAP and zfs bookmark SNAP BOOKMARK: only z8r's
+//     hold tags (snapname.IsZ8RHoldTag) and bookmarks, on the same dataset;
+//   - zfs send [-w] [-c] [-L] [-i FROM] SNAP, FROM on SNAP's dataset (no
+//     -R, -p or -I: nothing beyond the one dataset, no properties), and
+//     zfs send -t TOKEN only for a token that decodes
+//     (zfsexec.DecodeResumeToken) to a snapshot in the allowed pools;
+//   - zfs recv -u [-F] [-s] [-o readonly=on|canmount=noauto]... FS (always
+//     unmounted, no -x, -d, -e) and zfs recv -A FS;
+//   - zfs rename FS FS-z8r-diverged-<UTC time> (moving a filesystem aside
+//     beside itself) and zfs umount FS, never forced.
+//
+// z8r never rolls back, so zfs rollback is refused. Check judges the argv
+// alone: that a destroyed snapshot is z8r's, or that the target of recv -F
+// is a pristine z8r replica, needs ZFS to be read first and is not checked
+// here.
 func (p Policy) Check(argv []string) error {
 	if len(argv) < 2 {
 		return refuse("not a zfs command")
@@ -137,26 +203,21 @@ func (p Policy) Check(argv []string) error {
 		return p.checkGet(args)
 	case "set":
 		if len(args) == 2 {
-			if err := checkKV(args[0]); err != nil {
+			if err := checkKV(args[0], propsSet); err != nil {
 				return err
 			}
 			return p.checkName(kindAny, args[1])
 		}
 	case "create":
-		return p.checkFlagsThenName(args, map[string]bool{"-p": true}, true, kindDataset)
+		return p.checkFlagsThenName(args, map[string]bool{"-p": true}, propsSet, kindDataset)
 	case "snapshot":
-		return p.checkFlagsThenName(args, nil, true, kindSnapshot)
+		return p.checkFlagsThenName(args, nil, propsUser, kindSnapshot)
 	case "destroy":
-		if len(args) == 2 && args[0] == "-d" {
-			return p.checkName(kindSnapshot, args[1])
-		}
-		if len(args) == 1 {
-			return p.checkName(kindSnapOrBookmark, args[0])
-		}
+		return p.checkDestroy(args)
 	case "hold", "release":
 		if len(args) == 2 {
-			if err := zfsexec.ValidateTag(args[0]); err != nil {
-				return refuse("%v", err)
+			if err := checkTag(args[0]); err != nil {
+				return err
 			}
 			return p.checkName(kindSnapshot, args[1])
 		}
@@ -165,12 +226,7 @@ func (p Policy) Check(argv []string) error {
 			return p.checkName(kindSnapshot, args[1])
 		}
 	case "bookmark":
-		if len(args) == 2 {
-			if err := p.checkName(kindSnapshot, args[0]); err != nil {
-				return err
-			}
-			return p.checkName(kindBookmark, args[1])
-		}
+		return p.checkBookmark(args)
 	case "rename":
 		return p.checkRename(args)
 	case "umount":
@@ -189,15 +245,76 @@ func (p Policy) Check(argv []string) error {
 	return refuse("unexpected arguments to zfs %s", argv[1])
 }
 
-// checkFlagsThenName accepts the given boolean flags, "-o k=v" pairs when
-// withProps, then exactly one name.
-func (p Policy) checkFlagsThenName(args []string, flags map[string]bool, withProps bool, kind nameKind) error {
+// checkTag accepts only the hold tags z8r places.
+func checkTag(tag string) error {
+	if err := zfsexec.ValidateTag(tag); err != nil {
+		return refuse("%v", err)
+	}
+	if !snapname.IsZ8RHoldTag(tag) {
+		return refuse("hold tag %q is not one of z8r's (%s*, %s*, %s*)", tag,
+			snapname.HoldTagPrefix, snapname.StepHoldTagPrefix, snapname.ReplicaHoldTagPrefix)
+	}
+	return nil
+}
+
+// checkZ8RBookmark accepts a valid bookmark name in the allowed pools whose
+// short name is of z8r's form.
+func (p Policy) checkZ8RBookmark(name string) error {
+	if err := p.checkName(kindBookmark, name); err != nil {
+		return err
+	}
+	if _, short := zfsexec.SplitSnapshot(name); !snapname.IsZ8RBookmark(short) {
+		return refuse("bookmark %q is not one of z8r's (<hold tag>:<snapshot>)", name)
+	}
+	return nil
+}
+
+// checkDestroy accepts `zfs destroy [-d] SNAP` and `zfs destroy BOOKMARK`
+// (z8r's bookmarks only). Never a filesystem, never recursive.
+func (p Policy) checkDestroy(args []string) error {
+	switch {
+	case len(args) == 2 && args[0] == "-d":
+		return p.checkName(kindSnapshot, args[1])
+	case len(args) == 1 && strings.Contains(args[0], "#"):
+		return p.checkZ8RBookmark(args[0])
+	case len(args) == 1 && strings.Contains(args[0], "@"):
+		return p.checkName(kindSnapshot, args[0])
+	case len(args) == 1:
+		return refuse("zfs destroy of %q refused: z8r destroys only snapshots and its own bookmarks", args[0])
+	}
+	return refuse("unexpected arguments to zfs destroy")
+}
+
+// checkBookmark accepts `zfs bookmark SNAP BOOKMARK`: z8r's bookmark form,
+// on the snapshot's own dataset.
+func (p Policy) checkBookmark(args []string) error {
+	if len(args) != 2 {
+		return refuse("zfs bookmark takes a snapshot and a bookmark")
+	}
+	if err := p.checkName(kindSnapshot, args[0]); err != nil {
+		return err
+	}
+	if err := p.checkZ8RBookmark(args[1]); err != nil {
+		return err
+	}
+	sfs, _ := zfsexec.SplitSnapshot(args[0])
+	if bfs, _ := zfsexec.SplitSnapshot(args[1]); bfs != sfs {
+		return refuse("bookmark %q is not on the snapshot's dataset %q", args[1], sfs)
+	}
+	return nil
+}
+
+// checkFlagsThenName accepts the given boolean flags (each once), "-o k=v"
+// pairs from props, then exactly one name.
+func (p Policy) checkFlagsThenName(args []string, flags map[string]bool, props propSet, kind nameKind) error {
+	seen := map[string]bool{}
 	for len(args) > 1 {
 		switch {
-		case flags[args[0]]:
+		case flags[args[0]] && !seen[args[0]]:
+			seen[args[0]] = true
 			args = args[1:]
-		case withProps && args[0] == "-o" && len(args) > 2:
-			if err := checkKV(args[1]); err != nil {
+		case args[0] == "-o" && len(args) > 2:
+			if err := checkKV(args[1], props); err != nil {
 				return err
 			}
 			args = args[2:]
@@ -274,60 +391,98 @@ func (p Policy) checkRename(args []string) error {
 
 func (p Policy) checkSend(args []string) error {
 	if len(args) == 2 && args[0] == "-t" {
-		if len(args[1]) > 16<<10 || strings.Trim(args[1], "0123456789abcdefABCDEF-") != "" || args[1][0] == '-' {
-			return refuse("bad resume token")
-		}
-		return nil
+		return p.checkResumeToken(args[1])
 	}
+	seen := map[string]bool{}
+	from := ""
 	for len(args) > 1 {
-		switch args[0] {
-		case "-p", "-R", "-w", "-c", "-L":
+		switch a := args[0]; a {
+		case "-w", "-c", "-L":
+			// Encoding only (raw, compressed, large blocks): what is sent
+			// and what lands on the receiver are the same.
+			if seen[a] {
+				return refuse("%s given twice", a)
+			}
+			seen[a] = true
 			args = args[1:]
-		case "-i", "-I":
-			if len(args) < 3 {
-				return refuse("%s needs a source", args[0])
+		case "-i":
+			if len(args) < 3 || from != "" {
+				return refuse("-i needs one incremental source")
 			}
 			if err := p.checkName(kindSnapOrBookmark, args[1]); err != nil {
 				return err
 			}
+			from = args[1]
 			args = args[2:]
 		default:
-			return refuse("unexpected argument %q to zfs send", args[0])
+			// -R (descendants), -p (properties, mountpoint among them),
+			// -I and anything else: z8r sends one snapshot of one dataset.
+			return refuse("unexpected argument %q to zfs send", a)
 		}
 	}
 	if len(args) != 1 {
 		return refuse("zfs send needs one snapshot")
 	}
-	return p.checkName(kindSnapshot, args[0])
+	if err := p.checkName(kindSnapshot, args[0]); err != nil {
+		return err
+	}
+	if from != "" {
+		fs, _ := zfsexec.SplitSnapshot(args[0])
+		if ffs, _ := zfsexec.SplitSnapshot(from); ffs != fs {
+			return refuse("incremental source %q is not on %q", from, fs)
+		}
+	}
+	return nil
 }
 
+// checkResumeToken accepts `zfs send -t TOKEN` only for a token that
+// decodes to a snapshot inside the allowed pools: the token, not the argv,
+// names what is sent.
+func (p Policy) checkResumeToken(token string) error {
+	if token == "" || token[0] == '-' {
+		return refuse("bad resume token")
+	}
+	tok, err := zfsexec.DecodeResumeToken(token)
+	if err != nil {
+		return refuse("resume token: %v", err)
+	}
+	if err := p.checkName(kindSnapshot, tok.ToName); err != nil {
+		return refuse("resume token names %q: %v", tok.ToName, err)
+	}
+	return nil
+}
+
+// checkRecv accepts `zfs recv -A FS` and `zfs recv -u [-F] [-s] [-o
+// readonly=on|canmount=noauto]... FS`: always unmounted (-u), so a stream
+// never lands mounted in the host's namespace, and without -x, -d, -e or
+// -o of anything else.
 func (p Policy) checkRecv(args []string) error {
 	if len(args) == 2 && args[0] == "-A" {
 		return p.checkName(kindDataset, args[1])
 	}
+	seen := map[string]bool{}
 	for len(args) > 1 {
-		switch args[0] {
+		switch a := args[0]; a {
 		case "-u", "-F", "-s":
+			if seen[a] {
+				return refuse("%s given twice", a)
+			}
+			seen[a] = true
 			args = args[1:]
 		case "-o":
 			if len(args) < 3 {
 				return refuse("-o needs a value")
 			}
-			if err := checkKV(args[1]); err != nil {
-				return err
-			}
-			args = args[2:]
-		case "-x":
-			if len(args) < 3 {
-				return refuse("-x needs a property")
-			}
-			if err := checkProps(args[1]); err != nil {
+			if err := checkKV(args[1], propsRecv); err != nil {
 				return err
 			}
 			args = args[2:]
 		default:
-			return refuse("unexpected argument %q to zfs recv", args[0])
+			return refuse("unexpected argument %q to zfs recv", a)
 		}
+	}
+	if !seen["-u"] {
+		return refuse("zfs recv must leave the filesystem unmounted (-u)")
 	}
 	if len(args) != 1 {
 		return refuse("zfs recv needs one target")

@@ -1,12 +1,18 @@
 package agent
 
 import (
+	"bytes"
+	"compress/zlib"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
 
-func TestPolicyCheck(t *testing.T) {
+func TestPolicyCheck_Forms(t *testing.T) {
 	p := Policy{Pools: []string{"tank", "backup"}}
 	long := "tank/" + strings.Repeat("x", 300)
 	cases := []struct {
@@ -19,14 +25,25 @@ func TestPolicyCheck(t *testing.T) {
 		{[]string{"zfs", "get", "-H", "-p", "-r", "-t", "filesystem,snapshot", "-o", "name,property,value,source", "guid", "backup"}, true},
 		{[]string{"zfs", "snapshot", "-o", "z8r.dev:owner=z8r", "tank/a@s1"}, true},
 		{[]string{"zfs", "destroy", "-d", "tank/a@s1"}, true},
-		{[]string{"zfs", "destroy", "tank/a#b"}, true},
+		{[]string{"zfs", "destroy", "tank/a@s1"}, true},
+		{[]string{"zfs", "destroy", "tank/a#z8r-base-x:s1"}, true},
+		{[]string{"zfs", "bookmark", "tank/a@s1", "tank/a#z8r-base-x:s1"}, true},
 		{[]string{"zfs", "hold", "z8r-base-x", "tank/a@s1"}, true},
-		{[]string{"zfs", "send", "-p", "-i", "tank/a@s1", "tank/a@s2"}, true},
-		{[]string{"zfs", "send", "-t", "1-abc-def"}, true},
-		{[]string{"zfs", "recv", "-u", "-s", "-o", "readonly=on", "-x", "mountpoint", "backup/a"}, true},
+		{[]string{"zfs", "send", "-i", "tank/a@s1", "tank/a@s2"}, true},
+		{[]string{"zfs", "send", "-i", "tank/a#z8r-base-x:s1", "tank/a@s2"}, true},
+		{[]string{"zfs", "send", "-w", "-c", "-L", "tank/a@s2"}, true},
+		{[]string{"zfs", "send", "-t", realToken(t)}, true},
+		{[]string{"zfs", "recv", "-u", "-s", "-o", "readonly=on", "backup/a"}, true},
+		{[]string{"zfs", "recv", "-u", "-F", "-o", "canmount=noauto", "backup/a"}, true},
+		{[]string{"zfs", "recv", "-u", "backup/a"}, true},
 		{[]string{"zfs", "recv", "-A", "backup/a"}, true},
 		{[]string{"zfs", "create", "-p", "backup/a"}, true},
 		{[]string{"zfs", "set", "readonly=on", "backup/a"}, true},
+		{[]string{"zfs", "set", "canmount=noauto", "backup/a"}, true},
+		{[]string{"zfs", "set", "z8r.dev:replica-of=n1/tank/a", "backup/a"}, true},
+		{[]string{"zfs", "set", "z8r.dev:owner=z8r", "backup/a@s1"}, true},
+		{[]string{"zfs", "release", "z8r-step-x", "tank/a@s1"}, true},
+		{[]string{"zfs", "release", "z8r-last-x", "backup/a@s1"}, true},
 		{[]string{"zfs", "rename", "backup/a", "backup/a-z8r-diverged-20261130T091500Z"}, true},
 		{[]string{"zfs", "umount", "backup/a"}, true},
 		// refused
@@ -47,6 +64,13 @@ func TestPolicyCheck(t *testing.T) {
 		{[]string{"zfs", "send", "-t", "-R"}, false},
 		{[]string{"zfs", "recv", "-d", "tank"}, false},
 		{[]string{"zfs", "recv", "-o", "mountpoint", "tank/a"}, false},
+		{[]string{"zfs", "recv", "-u", "-x", "mountpoint", "backup/a"}, false},
+		{[]string{"zfs", "recv", "-u", "-u", "backup/a"}, false},
+		{[]string{"zfs", "send", "-I", "tank/a@s1", "tank/a@s2"}, false},
+		{[]string{"zfs", "send", "-i", "tank/b@s1", "tank/a@s2"}, false},
+		{[]string{"zfs", "bookmark", "tank/a@s1", "tank/b#z8r-base-x:s1"}, false},
+		{[]string{"zfs", "bookmark", "tank/a@s1", "tank/a#mine"}, false},
+		{[]string{"zfs", "create", "-p", "-p", "backup/a"}, false},
 		{[]string{"zfs", "set", "readonly=on\nx", "tank/a"}, false},
 		{[]string{"zfs", "hold", "-r", "tank/a@s"}, false},
 		{[]string{"zfs", "mount", "tank/a"}, false},
@@ -81,3 +105,161 @@ func TestPolicyCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyCheck_AttackArgvsRefused: the argvs of issue 13 item 1, each
+// accepted by the old shape-and-pool allow-list, are refused by effect.
+func TestPolicyCheck_AttackArgvsRefused(t *testing.T) {
+	p := Policy{Pools: []string{"tank", "backup"}}
+	cases := []struct {
+		name string
+		argv []string
+	}{
+		{"SetMountpointCron", []string{"zfs", "set", "mountpoint=/etc/cron.d", "tank/x"}},
+		{"SetMountpointRootOfPool", []string{"zfs", "set", "mountpoint=/", "tank"}},
+		{"SetSharenfs", []string{"zfs", "set", "sharenfs=rw=@0.0.0.0/0,no_root_squash", "tank/x"}},
+		{"SetSharesmb", []string{"zfs", "set", "sharesmb=on", "tank/x"}},
+		{"SetSetuid", []string{"zfs", "set", "setuid=on", "tank/x"}},
+		{"SetExec", []string{"zfs", "set", "exec=on", "tank/x"}},
+		{"SetDevices", []string{"zfs", "set", "devices=on", "tank/x"}},
+		{"SetKeylocation", []string{"zfs", "set", "keylocation=file:///etc/shadow", "tank/x"}},
+		{"SetReadonlyOff", []string{"zfs", "set", "readonly=off", "tank/x"}},
+		{"SetCanmountOn", []string{"zfs", "set", "canmount=on", "tank/x"}},
+		{"SetForeignUserProp", []string{"zfs", "set", "com.example:x=1", "tank/x"}},
+		{"SetBareZ8RPrefix", []string{"zfs", "set", "z8r.dev:=1", "tank/x"}},
+		{"CreateMountpoint", []string{"zfs", "create", "-o", "mountpoint=/root/.ssh", "tank/x"}},
+		{"CreateParentsMountpoint", []string{"zfs", "create", "-p", "-o", "mountpoint=/root/.ssh", "tank/x/y"}},
+		{"CreateSharenfs", []string{"zfs", "create", "-o", "sharenfs=on", "tank/x"}},
+		{"CreateVolume", []string{"zfs", "create", "-V", "1G", "tank/x"}},
+		{"SnapshotNativeProp", []string{"zfs", "snapshot", "-o", "readonly=on", "tank/x@s"}},
+		{"SnapshotForeignUserProp", []string{"zfs", "snapshot", "-o", "com.example:x=1", "tank/x@s"}},
+		{"RecvMountpoint", []string{"zfs", "recv", "-o", "mountpoint=/etc/cron.d", "tank/x"}},
+		{"RecvMountpointUnmounted", []string{"zfs", "recv", "-u", "-o", "mountpoint=/etc/cron.d", "tank/x"}},
+		{"RecvWithoutU", []string{"zfs", "recv", "tank/x"}},
+		{"RecvForceWithoutU", []string{"zfs", "recv", "-F", "-s", "-o", "readonly=on", "tank/x"}},
+		{"RecvReadonlyOff", []string{"zfs", "recv", "-u", "-o", "readonly=off", "tank/x"}},
+		{"RecvSetuid", []string{"zfs", "recv", "-u", "-o", "setuid=on", "tank/x"}},
+		{"RecvUserProp", []string{"zfs", "recv", "-u", "-o", "z8r.dev:owner=z8r", "tank/x"}},
+		{"RecvExclude", []string{"zfs", "recv", "-u", "-x", "readonly", "tank/x"}},
+		{"RecvDiscardName", []string{"zfs", "recv", "-u", "-d", "tank"}},
+		{"RecvElideName", []string{"zfs", "recv", "-u", "-e", "tank"}},
+		{"ReleaseForeignTag", []string{"zfs", "release", "keep", "tank/x@s"}},
+		{"ReleaseLookalikeTag", []string{"zfs", "release", "z8r-keep", "tank/x@s"}},
+		{"ReleaseBarePrefix", []string{"zfs", "release", "z8r-base-", "tank/x@s"}},
+		{"HoldForeignTag", []string{"zfs", "hold", "backup-tool", "tank/x@s"}},
+		{"DestroyFilesystem", []string{"zfs", "destroy", "tank/x"}},
+		{"DestroyPool", []string{"zfs", "destroy", "tank"}},
+		{"DestroyDeferFilesystem", []string{"zfs", "destroy", "-d", "tank/x"}},
+		{"DestroyRecursiveSnapshot", []string{"zfs", "destroy", "-r", "tank/x@s"}},
+		{"DestroyForeignBookmark", []string{"zfs", "destroy", "tank/x#mine"}},
+		{"DestroyDeferBookmark", []string{"zfs", "destroy", "-d", "tank/x#z8r-base-a:s"}},
+		{"SendReplicate", []string{"zfs", "send", "-R", "tank@s"}},
+		{"SendProps", []string{"zfs", "send", "-p", "tank/x@s"}},
+		{"SendTokenOtherPool", []string{"zfs", "send", "-t", craftToken("vault/secret@s")}},
+		{"SendTokenBadChecksum", []string{"zfs", "send", "-t", "1-abc-def-00"}},
+		{"SendTokenShapeOnly", []string{"zfs", "send", "-t", "1-abc-def"}},
+		{"Rollback", []string{"zfs", "rollback", "-r", "tank/x@s"}},
+		{"Mount", []string{"zfs", "mount", "tank/x"}},
+		{"Inherit", []string{"zfs", "inherit", "readonly", "tank/x"}},
+		{"Promote", []string{"zfs", "promote", "tank/x"}},
+		{"Clone", []string{"zfs", "clone", "tank/x@s", "tank/y"}},
+		{"Allow", []string{"zfs", "allow", "everyone", "mount", "tank"}},
+		{"LoadKey", []string{"zfs", "load-key", "-L", "file:///etc/shadow", "tank/x"}},
+		{"ZpoolSet", []string{"zpool", "set", "altroot=/", "tank"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := p.Check(c.argv)
+			if err == nil {
+				t.Fatalf("Check(%q) accepted", c.argv)
+			}
+			var re *RefusedError
+			if !errors.As(err, &re) || !errors.Is(err, ErrRefused) || re.Reason == "" {
+				t.Errorf("Check(%q) = %v, want a *RefusedError with a reason", c.argv, err)
+			}
+		})
+	}
+}
+
+// TestPolicyCheck_ResumeTokenPools: zfs send -t is judged by the snapshot
+// the decoded token names, not by the token's shape.
+func TestPolicyCheck_ResumeTokenPools(t *testing.T) {
+	cases := []struct {
+		name  string
+		pools []string
+		token string
+		ok    bool
+	}{
+		{"RealTokenInPool", []string{"tank"}, realToken(t), true},
+		{"RealTokenOtherPool", []string{"backup"}, realToken(t), false},
+		{"CraftedInPool", []string{"tank", "backup"}, craftToken("backup/a@s1"), true},
+		{"CraftedOtherPool", []string{"tank", "backup"}, craftToken("vault/a@s1"), false},
+		{"CraftedPoolPrefix", []string{"tank"}, craftToken("tankx/a@s1"), false},
+		{"CraftedNotSnapshot", []string{"tank"}, craftToken("tank/a"), false},
+		{"Empty", []string{"tank"}, "", false},
+		{"Option", []string{"tank"}, "-R", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := Policy{Pools: c.pools}.Check([]string{"zfs", "send", "-t", c.token})
+			if (err == nil) != c.ok {
+				t.Fatalf("Check(send -t %.40s...) with pools %v = %v, want ok=%v", c.token, c.pools, err, c.ok)
+			}
+			if err != nil && !errors.Is(err, ErrRefused) {
+				t.Errorf("error is not ErrRefused: %v", err)
+			}
+		})
+	}
+}
+
+// realToken is a receive_resume_token captured in the OpenZFS guest; it
+// names tank/data@s2.
+func realToken(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../zfsexec/testdata/openzfs-2.3/send-nvt-incremental.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	return tok
+}
+
+// craftToken builds a well-formed version-1 token (correct checksum) for a
+// full send of toname.
+func craftToken(toname string) string {
+	var nv []byte
+	nv = append(nv, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0)
+	pair := func(name string, typ uint32, val []byte) {
+		hdr := (16 + len(name) + 1 + 7) &^ 7
+		size := hdr + (len(val)+7)&^7
+		p := make([]byte, size)
+		binary.LittleEndian.PutUint32(p, uint32(size))
+		binary.LittleEndian.PutUint16(p[4:], uint16(len(name)+1))
+		binary.LittleEndian.PutUint32(p[8:], 1)
+		binary.LittleEndian.PutUint32(p[12:], typ)
+		copy(p[16:], name)
+		copy(p[hdr:], val)
+		nv = append(nv, p...)
+	}
+	const nvUint64, nvString = 8, 9
+	for _, f := range []struct {
+		name string
+		v    uint64
+	}{{"object", 1}, {"offset", 2}, {"bytes", 3}, {"toguid", 9}} {
+		pair(f.name, nvUint64, binary.LittleEndian.AppendUint64(nil, f.v))
+	}
+	pair("toname", nvString, append([]byte(toname), 0))
+	nv = append(nv, 0, 0, 0, 0)
+	var z bytes.Buffer
+	w := zlib.NewWriter(&z)
+	_, _ = w.Write(nv)
+	_ = w.Close()
+	var sum uint64
+	for i := 0; i+4 <= z.Len(); i += 4 {
+		sum += uint64(binary.LittleEndian.Uint32(z.Bytes()[i:]))
+	}
+	return fmt.Sprintf("1-%x-%x-%s", sum, len(nv), hex.EncodeToString(z.Bytes()))
+}
+
+// CraftResumeToken is craftToken for the external tests
+// (allow_property_test.go).
+var CraftResumeToken = craftToken

@@ -121,7 +121,7 @@ func TestServer_AuditAcceptedRequest(t *testing.T) {
 	logs := &logLines{}
 	ts := startServerCfg(t, ServerConfig{Runner: echoRunner{}, Log: logs.logger()}, key, nil)
 	c := ts.dial(t, key, ClientConfig{})
-	if err := c.ZFS().Hold(context.Background(), "z8r-x", "tank/a@s"); !errors.Is(err, zfsexec.ErrTagExists) {
+	if err := c.ZFS().Hold(context.Background(), "z8r-base-x", "tank/a@s"); !errors.Is(err, zfsexec.ErrTagExists) {
 		t.Fatalf("hold: %v", err)
 	}
 	fp := ssh.FingerprintSHA256(key.PublicKey())

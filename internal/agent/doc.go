@@ -8,7 +8,13 @@
 //     since the agent would not enforce the options.
 //   - Only the channels ChanRun and ChanTransfer are served; payloads are
 //     decoded strictly (protocol.go) and checked by Policy before anything
-//     starts; a refused request starts nothing.
+//     starts; a refused request starts nothing. Policy.Check judges an argv
+//     by its effect, not only its shape: only the properties, tags,
+//     bookmarks, send and receive options z8r itself uses, on names inside
+//     the allowed pools, and resume tokens decoded and confined to those
+//     pools (allow.go). It does not read ZFS: that a forced receive goes
+//     into a pristine replica, or that a destroyed snapshot is z8r's, is
+//     decided by the controller before it asks, not enforced here.
 //   - Every login refusal and request is audited (audit.go): client key
 //     fingerprint, remote address, argv, outcome (refused + reason,
 //     accepted, finished + exit status) in the log under the constant

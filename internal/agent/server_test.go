@@ -133,7 +133,7 @@ func TestServer_TypedErrorsSurviveTheWire(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	err = c.ZFS().Hold(context.Background(), "z8r-x", "tank/a@s")
+	err = c.ZFS().Hold(context.Background(), "z8r-base-x", "tank/a@s")
 	if !errors.Is(err, zfsexec.ErrTagExists) {
 		t.Fatalf("got %v, want ErrTagExists", err)
 	}
