@@ -8,7 +8,11 @@
 //     a changed key (HostKeyTrusted=False) until an administrator approves.
 //   - NodePolicyReconciler turns node labels and annotations (the original
 //     z8r's and z8r.dev's) into DatasetReplications; a node with a malformed
-//     annotation gets a Warning and changes nothing.
+//     or empty annotation gets a Warning and changes nothing (removing the
+//     annotation is how a user stops replicating), and its current problems
+//     stay visible in the Node annotation z8r.dev/annotation-problem until
+//     they are fixed. Every Event note is cut to the API's 1024 bytes
+//     (LimitedRecorder) so that a Warning about bad input is never lost.
 //   - DatasetReplicationReconciler snapshots on schedule, brings every target
 //     up to date, protects bases, prunes, and records per-target status and
 //     metrics.

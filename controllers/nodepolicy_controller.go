@@ -2,8 +2,9 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"reflect"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -36,7 +38,7 @@ type NodePolicyReconciler struct {
 	skipNameValidation bool
 }
 
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications,verbs=get;list;watch;create;update;patch;delete
 
 // Reconcile implements reconcile.Reconciler.
@@ -60,11 +62,17 @@ func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Reques
 			continue
 		}
 		reason := z8rv1.EventAnnotationWarning
-		if p.Rejected {
+		switch {
+		case p.Rejected && p.Message == policy.MsgEmpty:
+			reason = z8rv1.EventEmptyAnnotation
+		case p.Rejected:
 			reason = z8rv1.EventInvalidAnnotation
 		}
 		r.Recorder.Eventf(n, nil, corev1.EventTypeWarning, reason, "Validate", "%s", p.String())
 		log.Info("node annotation problem", "node", p.Node, "key", p.Key, "value", p.Value, "message", p.Message, "rejected", p.Rejected)
+	}
+	if err := r.recordProblems(ctx, nodes.Items, problems); err != nil {
+		return reconcile.Result{}, err
 	}
 	rejected := map[string]bool{}
 	for _, n := range policy.RejectedNodes(problems) {
@@ -120,6 +128,40 @@ func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Reques
 		log.Info("deleted replication no longer annotated", "replication", name)
 	}
 	return reconcile.Result{}, nil
+}
+
+// recordProblems sets each node's policy.AnnProblem to its current
+// problems, and removes it from nodes that have none, so the problem a user
+// reads is never a stale one folded into an earlier Event.
+func (r *NodePolicyReconciler) recordProblems(ctx context.Context, nodes []corev1.Node, problems []policy.Problem) error {
+	current := map[string][]string{}
+	for _, p := range problems {
+		current[p.Node] = append(current[p.Node], p.String())
+	}
+	for i := range nodes {
+		n := &nodes[i]
+		want := ""
+		if ps := current[n.Name]; len(ps) > 0 {
+			want = ShortenNote(strings.Join(ps, "; "), MaxEventNote)
+		}
+		have, ok := n.Annotations[policy.AnnProblem]
+		if have == want && ok == (want != "") {
+			continue
+		}
+		patch := client.MergeFrom(n.DeepCopy())
+		if want == "" {
+			delete(n.Annotations, policy.AnnProblem)
+		} else {
+			if n.Annotations == nil {
+				n.Annotations = map[string]string{}
+			}
+			n.Annotations[policy.AnnProblem] = want
+		}
+		if err := r.Client.Patch(ctx, n, patch); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("recording the annotation problems of node %s: %w", n.Name, err)
+		}
+	}
+	return nil
 }
 
 func involvesRejected(dr *z8rv1.DatasetReplication, rejected map[string]bool) bool {

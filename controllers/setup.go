@@ -40,7 +40,8 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	if cfg.Clock == nil {
 		cfg.Clock = schedule.RealClock{}
 	}
-	rec := mgr.GetEventRecorder("z8r-controller")
+	// Notes cut to the apiserver's limit, so no Warning is ever rejected.
+	rec := NewLimitedRecorder(mgr.GetEventRecorder("z8r-controller"))
 	skip := cfg.SkipNameValidation
 	if err := (&ZFSNodeReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("zfsnode controller: %w", err)

@@ -77,7 +77,7 @@ func setupSnapshots(mgr manager.Manager, cfg Config) error {
 			drivers[d] = true
 		}
 	}
-	rec := mgr.GetEventRecorder("z8r-controller")
+	rec := NewLimitedRecorder(mgr.GetEventRecorder("z8r-controller"))
 	skip := cfg.SkipNameValidation
 	if err := (&VolumeSnapshotContentReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents, Clock: cfg.Clock,
 		Drivers: drivers, Hooks: cfg.SnapshotHooks, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {

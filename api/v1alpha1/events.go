@@ -33,4 +33,10 @@ const (
 	// longer matched the source (its snapshot gone, another base); the
 	// partial state was discarded and the next sync plans afresh.
 	EventResumeAbandoned = "ResumeAbandoned"
+	// EventEmptyAnnotation: a master or replica annotation with an empty
+	// value (an error, not "replicate nothing"); the node is rejected and
+	// keeps its replications. A reason of its own, since Events on one
+	// object are aggregated by reason and it must not hide behind an
+	// earlier InvalidReplicationAnnotation.
+	EventEmptyAnnotation = "EmptyReplicationAnnotation"
 )

@@ -356,7 +356,7 @@ func testAccess(t *testing.T, c client.Client) {
 		{controllerUser, "get", core, "secrets", "", "", ns, no, "its key is a mounted volume"},
 		{controllerUser, "list", core, "secrets", "", "", "", no, "any Secret"},
 		{controllerUser, "update", core, "nodes", "", "node-a", "", no, "only reads nodes"},
-		{controllerUser, "patch", core, "nodes", "", "node-a", "", no, "only reads nodes"},
+		{controllerUser, "patch", core, "nodes", "", "node-a", "", yes, "records a node's annotation problem in z8r.dev/annotation-problem"},
 		{controllerUser, "create", z8r, "zfsnodes", "", "", "", no, "agents create them"},
 		{controllerUser, "delete", z8r, "zfsnodes", "", "node-a", "", no, "agents own them"},
 		{controllerUser, "deletecollection", z8r, "datasetreplications", "", "", "", no, "one by one"},

@@ -41,8 +41,12 @@
 // entries, so that one typo never half-applies a node's configuration.
 // The caller must keep everything that involves a rejected node as it was
 // (no new replications, no removed targets, no released holds) and emit a
-// Warning; RejectedNodes lists them. The rejecting problems are:
+// Warning; RejectedNodes lists them. The controller also writes a node's
+// current problems into its AnnProblem annotation (removed when there are
+// none), since Events are aggregated by reason and may show a stale one. The rejecting problems are:
 //
+//   - an empty master or replica list (the value is empty, blank or only
+//     commas): removing the annotation, not emptying it, stops replicating;
 //   - a malformed value: a dataset name refused by zfsexec.ValidateDataset,
 //     a bad SRC:DST entry, a schedule or retention that does not parse, a
 //     boolean other than true/false;

@@ -27,7 +27,17 @@ const (
 	AnnTargetRetention  = "z8r.dev/target-retention"
 	AnnReplicateForeign = "z8r.dev/replicate-foreign"
 	AnnRollbackDiverged = "z8r.dev/rollback-diverged"
+
+	// AnnProblem is written by the controller, not by users: the node's
+	// current annotation problems (Problem.String, joined by "; "),
+	// removed once there are none. Events about a node are aggregated by
+	// reason, so a later problem may be folded into an earlier Event; this
+	// annotation always says what is wrong now.
+	AnnProblem = "z8r.dev/annotation-problem"
 )
+
+// MsgEmpty is the problem of a list annotation with no entry.
+const MsgEmpty = "empty value; remove the annotation to stop replicating"
 
 // Node is one Kubernetes node's name, labels and annotations.
 type Node struct {
@@ -271,12 +281,21 @@ func parseNode(c *collector, n Node) *nodeSpec {
 	sm, smOK := ann[AnnSeedMaster]
 	var zMasters, sMasters []string
 	var zmErr, smErr bool
+	// An empty list is a mistake (a half-written value), never "nothing":
+	// removing the annotation is how a user says that.
+	for _, key := range []string{AnnMaster, AnnSeedMaster, AnnReplica, AnnSeedReplica} {
+		if v, ok := ann[key]; ok && len(entries(v)) == 0 {
+			reject(key, v, "%s", MsgEmpty)
+		}
+	}
 	if zmOK {
 		zMasters, zmErr = parseDatasets(zm, func(v, msg string) { reject(AnnMaster, v, "%s", msg) })
 	}
 	if smOK {
 		sMasters, smErr = parseDatasets(sm, func(v, msg string) { reject(AnnSeedMaster, v, "%s", msg) })
 	}
+	zmErr = zmErr || zmOK && len(zMasters) == 0
+	smErr = smErr || smOK && len(sMasters) == 0
 	switch {
 	case zmOK:
 		s.masterKey, s.masters = AnnMaster, zMasters
@@ -298,6 +317,8 @@ func parseNode(c *collector, n Node) *nodeSpec {
 	if srOK {
 		sRep, srErr = parseReplicas(sr, false, func(v, msg string) { reject(AnnSeedReplica, v, "%s", msg) })
 	}
+	zrErr = zrErr || zrOK && len(zRep) == 0
+	srErr = srErr || srOK && len(sRep) == 0
 	switch {
 	case zrOK:
 		s.replicaKey, s.replicas = AnnReplica, zRep
