@@ -12,9 +12,16 @@
 //     by its effect, not only its shape: only the properties, tags,
 //     bookmarks, send and receive options z8r itself uses, on names inside
 //     the allowed pools, and resume tokens decoded and confined to those
-//     pools (allow.go). It does not read ZFS: that a forced receive goes
-//     into a pristine replica, or that a destroyed snapshot is z8r's, is
-//     decided by the controller before it asks, not enforced here.
+//     pools (allow.go). Then, before anything starts, CheckEffect reads
+//     ZFS (one zfs get) for the requests whose effect depends on what they
+//     touch (effect.go): zfs recv -F only into a missing target or a
+//     pristine z8r replica (z8r.dev:replica-of set locally, readonly=on,
+//     unmounted, nothing below it); zfs destroy [-d] SNAP only of a missing
+//     snapshot or one carrying, set locally, z8r.dev:owner=z8r or
+//     z8r.dev:volumesnapshotcontent; zfs rename aside only of a filesystem
+//     with z8r.dev:replica-of set locally. A failed read refuses (fail
+//     closed). The marks are ones the same key may set (zfs set z8r.dev:*),
+//     so this stops a controller's mistake, not a hostile key holder.
 //   - Every login refusal and request is audited (audit.go): client key
 //     fingerprint, remote address, argv, outcome (refused + reason,
 //     accepted, finished + exit status) in the log under the constant

@@ -298,6 +298,21 @@ func finish(ch ssh.Channel, st exitStatus) {
 	_ = ch.Close()
 }
 
+// checkRun decides a run request before anything starts: its argv by
+// shape and effect (Policy.Check), then, reading ZFS, what it would
+// touch (CheckEffect), the read bounded by RequestTimeout.
+func (s *Server) checkRun(ctx context.Context, argv []string) error {
+	if err := s.cfg.Policy.Check(argv); err != nil {
+		return err
+	}
+	if s.cfg.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	return CheckEffect(ctx, s.zfs, argv)
+}
+
 func (s *Server) handleRun(ctx context.Context, who client, nch ssh.NewChannel) {
 	req, err := decodeRunRequest(nch.ExtraData())
 	if err != nil {
@@ -305,7 +320,7 @@ func (s *Server) handleRun(ctx context.Context, who client, nch ssh.NewChannel) 
 		_ = nch.Reject(ssh.Prohibited, err.Error())
 		return
 	}
-	if err := s.cfg.Policy.Check(req.Argv); err != nil {
+	if err := s.checkRun(ctx, req.Argv); err != nil {
 		s.audit(who.record(ChanRun, req.Argv, outcomeRefused, refusalReason(err)))
 		_ = nch.Reject(ssh.Prohibited, refusalReason(err))
 		return
