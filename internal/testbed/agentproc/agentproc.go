@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"github.com/z8r-project/z8r/internal/testbed/gobin"
 	"github.com/z8r-project/z8r/internal/testbed/tb"
 	"net"
 	"os"
@@ -22,37 +23,10 @@ import (
 	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
 // Binary builds cmd/z8r-agent once per test process and returns its path.
 func Binary(t tb.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		root, err := zfsnodes.ModuleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "z8r-agent-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "z8r-agent")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/z8r-agent")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/z8r-agent: %w: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return gobin.Build(t, "z8r-agent")
 }
 
 // Keys are the identities of a test deployment: the controller's client

@@ -11,14 +11,8 @@ import (
 	"time"
 
 	"github.com/z8r-project/z8r/internal/failpoint"
+	"github.com/z8r-project/z8r/internal/testbed/gobin"
 	"github.com/z8r-project/z8r/internal/testbed/tb"
-	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
-)
-
-var (
-	ctrlBuildOnce sync.Once
-	ctrlBinPath   string
-	ctrlBuildErr  error
 )
 
 // EnvControllerBinary, when set, names a prebuilt controller binary that
@@ -33,28 +27,7 @@ func ControllerBinary(t tb.TB) string {
 	if p := os.Getenv(EnvControllerBinary); p != "" {
 		return p
 	}
-	ctrlBuildOnce.Do(func() {
-		root, err := zfsnodes.ModuleRoot()
-		if err != nil {
-			ctrlBuildErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "z8r-controller-bin")
-		if err != nil {
-			ctrlBuildErr = err
-			return
-		}
-		ctrlBinPath = filepath.Join(dir, "z8r-controller")
-		cmd := exec.Command("go", "build", "-o", ctrlBinPath, "./cmd/z8r-controller")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			ctrlBuildErr = fmt.Errorf("go build ./cmd/z8r-controller: %w: %s", err, out)
-		}
-	})
-	if ctrlBuildErr != nil {
-		t.Fatal(ctrlBuildErr)
-	}
-	return ctrlBinPath
+	return gobin.Build(t, "z8r-controller")
 }
 
 // ProcessOptions describe one run of the controller as a process.
