@@ -245,6 +245,14 @@ func TestInstall(t *testing.T) {
 		testAgentAdmission(t, env)
 	})
 
+	t.Run("agent policy holds in any install namespace", func(t *testing.T) {
+		testAgentAdmissionAnyNamespace(t, env)
+	})
+
+	t.Run("kubelets cannot write z8r policy on Nodes", func(t *testing.T) {
+		testNodeAdmission(t, env)
+	})
+
 	bins := buildBinaries(t)
 
 	t.Run("binaries accept every flag the manifests pass", func(t *testing.T) {

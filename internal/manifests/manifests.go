@@ -17,6 +17,17 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// AgentNodeLabel is the Node label (value "true") that schedules z8r's
+// privileged agent on a node. It is under node-restriction.kubernetes.io/,
+// which the NodeRestriction admission plugin forbids kubelets from setting
+// on their own Node; z8r's node admission policy forbids it too.
+const AgentNodeLabel = "node-restriction.kubernetes.io/z8r-agent"
+
+// NodePolicyPrefixes are the Node label and annotation key prefixes that
+// node identities (kubelets) may not set, change or remove: z8r's and the
+// seed's replication policy, and AgentNodeLabel.
+var NodePolicyPrefixes = []string{"z8r.dev/", "zfs.replication.takutakahashi.dev", AgentNodeLabel}
+
 // Load reads the objects of a multi-document YAML file, skipping empty
 // documents.
 func Load(path string) ([]*unstructured.Unstructured, error) {

@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"github.com/z8r-project/z8r/internal/cli"
 )
@@ -176,6 +178,90 @@ func TestDeploy_Namespaces(t *testing.T) {
 	}
 }
 
+// TestDeploy_AdmissionPolicies: every ValidatingAdmissionPolicy fails
+// closed, is bound with Deny, and names no install namespace (so a
+// kustomize overlay that installs into another namespace keeps it in
+// force); the node policy guards nodes and nodes/status against node
+// identities for every prefix in NodePolicyPrefixes.
+func TestDeploy_AdmissionPolicies(t *testing.T) {
+	objs := deployObjects(t)
+	bound := map[string][]admissionv1.ValidationAction{}
+	for _, o := range objs {
+		if o.GetKind() != "ValidatingAdmissionPolicyBinding" {
+			continue
+		}
+		var b admissionv1.ValidatingAdmissionPolicyBinding
+		if err := Convert(o, &b); err != nil {
+			t.Fatal(err)
+		}
+		bound[b.Spec.PolicyName] = b.Spec.ValidationActions
+		if b.Spec.ParamRef != nil || b.Spec.MatchResources != nil {
+			t.Errorf("binding %s narrows its policy (paramRef/matchResources): %+v", b.Name, b.Spec)
+		}
+	}
+	policies := map[string]*admissionv1.ValidatingAdmissionPolicy{}
+	for _, o := range objs {
+		if o.GetKind() != "ValidatingAdmissionPolicy" {
+			continue
+		}
+		var p admissionv1.ValidatingAdmissionPolicy
+		if err := Convert(o, &p); err != nil {
+			t.Fatal(err)
+		}
+		policies[p.Name] = &p
+		if p.Spec.FailurePolicy == nil || *p.Spec.FailurePolicy != admissionv1.Fail {
+			t.Errorf("policy %s failurePolicy %v, want Fail", p.Name, p.Spec.FailurePolicy)
+		}
+		if !slices.Equal(bound[p.Name], []admissionv1.ValidationAction{admissionv1.Deny}) {
+			t.Errorf("policy %s bound with %v, want [Deny]", p.Name, bound[p.Name])
+		}
+		text, err := yamlOf(p.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(text, namespace) {
+			t.Errorf("policy %s names the install namespace %s: it would not apply to an install elsewhere", p.Name, namespace)
+		}
+	}
+	for _, name := range []string{"z8r-agent-own-zfsnode", "z8r-node-policy-labels"} {
+		if policies[name] == nil {
+			t.Errorf("policy %s is not deployed", name)
+		}
+	}
+	p := policies["z8r-node-policy-labels"]
+	if p == nil {
+		return
+	}
+	var resources, ops []string
+	for _, r := range p.Spec.MatchConstraints.ResourceRules {
+		resources = append(resources, r.Resources...)
+		for _, op := range r.Operations {
+			ops = append(ops, string(op))
+		}
+	}
+	for _, want := range []string{"nodes", "nodes/status"} {
+		if !slices.Contains(resources, want) {
+			t.Errorf("node policy resources %q lack %s", resources, want)
+		}
+	}
+	for _, want := range []string{"CREATE", "UPDATE", "DELETE"} {
+		if !slices.Contains(ops, want) {
+			t.Errorf("node policy operations %q lack %s", ops, want)
+		}
+	}
+	text, _ := yamlOf(p.Spec)
+	for _, prefix := range NodePolicyPrefixes {
+		if !strings.Contains(text, "'"+prefix+"'") {
+			t.Errorf("node policy does not guard prefix %q", prefix)
+		}
+	}
+}
+
+func yamlOf(v any) (string, error) {
+	b, err := yaml.Marshal(v)
+	return string(b), err
+}
+
 func controller(t *testing.T, objs []*unstructured.Unstructured) *appsv1.Deployment {
 	t.Helper()
 	var d appsv1.Deployment
@@ -302,7 +388,9 @@ func TestDeploy_Agent(t *testing.T) {
 	if spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
 		t.Errorf("agent dnsPolicy %s, want ClusterFirstWithHostNet", spec.DNSPolicy)
 	}
-	// Node affinity: two ORed terms, z8r's label or the seed's.
+	// Node affinity: one term, the label kubelets cannot set on their own
+	// Node (NodeRestriction); the policy labels a kubelet could set (and
+	// that the node admission policy guards) do not schedule agents.
 	var terms []string
 	if a := spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
 		for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
@@ -310,17 +398,31 @@ func TestDeploy_Agent(t *testing.T) {
 			for _, e := range term.MatchExpressions {
 				exprs = append(exprs, e.Key+" "+string(e.Operator)+" "+strings.Join(e.Values, ","))
 			}
+			for _, f := range term.MatchFields {
+				exprs = append(exprs, "field "+f.Key+" "+string(f.Operator)+" "+strings.Join(f.Values, ","))
+			}
 			terms = append(terms, strings.Join(exprs, " && "))
 		}
 	}
-	if want := []string{"z8r.dev/replication In true", "zfs.replication.takutakahashi.dev In true"}; !slices.Equal(terms, want) {
-		t.Errorf("agent node affinity terms = %q, want %q", terms, want)
+	if want := []string{AgentNodeLabel + " In true"}; !slices.Equal(terms, want) {
+		t.Errorf("agent node affinity terms = %q, want %q (a label kubelets cannot set)", terms, want)
+	}
+	if !strings.HasPrefix(AgentNodeLabel, "node-restriction.kubernetes.io/") {
+		t.Errorf("AgentNodeLabel %q is not under node-restriction.kubernetes.io/", AgentNodeLabel)
 	}
 	if len(spec.NodeSelector) > 0 {
-		t.Errorf("agent nodeSelector %v would AND with the affinity", spec.NodeSelector)
+		t.Errorf("agent nodeSelector %v: scheduling is the affinity's alone", spec.NodeSelector)
 	}
-	if len(spec.Tolerations) == 0 {
-		t.Error("agent has no tolerations")
+	// Only the tolerations the agent needs: none (an administrator adds the
+	// taints of its storage or control-plane nodes with a patch). In
+	// particular never "tolerate everything".
+	for _, tol := range spec.Tolerations {
+		if tol.Key == "" && tol.Operator == corev1.TolerationOpExists {
+			t.Errorf("agent tolerates every taint: %+v", tol)
+		}
+	}
+	if len(spec.Tolerations) > 0 {
+		t.Errorf("agent tolerations %+v, want none by default (docs/install.md shows the patch for tainted nodes)", spec.Tolerations)
 	}
 
 	for _, arg := range []string{
