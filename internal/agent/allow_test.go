@@ -1,15 +1,12 @@
 package agent
 
 import (
-	"bytes"
-	"compress/zlib"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/z8r-project/z8r/internal/testbed/resumetok"
 )
 
 func TestPolicyCheck_Forms(t *testing.T) {
@@ -225,40 +222,7 @@ func realToken(t *testing.T) string {
 
 // craftToken builds a well-formed version-1 token (correct checksum) for a
 // full send of toname.
-func craftToken(toname string) string {
-	var nv []byte
-	nv = append(nv, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0)
-	pair := func(name string, typ uint32, val []byte) {
-		hdr := (16 + len(name) + 1 + 7) &^ 7
-		size := hdr + (len(val)+7)&^7
-		p := make([]byte, size)
-		binary.LittleEndian.PutUint32(p, uint32(size))
-		binary.LittleEndian.PutUint16(p[4:], uint16(len(name)+1))
-		binary.LittleEndian.PutUint32(p[8:], 1)
-		binary.LittleEndian.PutUint32(p[12:], typ)
-		copy(p[16:], name)
-		copy(p[hdr:], val)
-		nv = append(nv, p...)
-	}
-	const nvUint64, nvString = 8, 9
-	for _, f := range []struct {
-		name string
-		v    uint64
-	}{{"object", 1}, {"offset", 2}, {"bytes", 3}, {"toguid", 9}} {
-		pair(f.name, nvUint64, binary.LittleEndian.AppendUint64(nil, f.v))
-	}
-	pair("toname", nvString, append([]byte(toname), 0))
-	nv = append(nv, 0, 0, 0, 0)
-	var z bytes.Buffer
-	w := zlib.NewWriter(&z)
-	_, _ = w.Write(nv)
-	_ = w.Close()
-	var sum uint64
-	for i := 0; i+4 <= z.Len(); i += 4 {
-		sum += uint64(binary.LittleEndian.Uint32(z.Bytes()[i:]))
-	}
-	return fmt.Sprintf("1-%x-%x-%s", sum, len(nv), hex.EncodeToString(z.Bytes()))
-}
+func craftToken(toname string) string { return resumetok.Encode(toname, 9, 0) }
 
 // CraftResumeToken is craftToken for the external tests
 // (allow_property_test.go).

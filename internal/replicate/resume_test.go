@@ -1,11 +1,7 @@
 package replicate
 
 import (
-	"bytes"
-	"compress/zlib"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +15,7 @@ import (
 
 	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/snapname"
+	"github.com/z8r-project/z8r/internal/testbed/resumetok"
 	"github.com/z8r-project/z8r/zfsexec"
 )
 
@@ -231,42 +228,10 @@ func (e *fakeEndpoint) Transfer(_ context.Context, req agent.TransferRequest, _ 
 	return e.transfer(req)
 }
 
-// testToken builds a real-format receive_resume_token (little-endian
-// native nvlist, zlib, Fletcher-4 word) for toname/toguid, incremental
-// from fromguid when non-zero.
+// testToken builds a real-format receive_resume_token for toname/toguid,
+// incremental from fromguid when non-zero.
 func testToken(toname string, toguid, fromguid uint64) string {
-	nv := []byte{0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0}
-	pair := func(name string, typ uint32, val []byte) {
-		hdr := (16 + len(name) + 1 + 7) &^ 7
-		size := hdr + (len(val)+7)&^7
-		p := make([]byte, size)
-		binary.LittleEndian.PutUint32(p, uint32(size))
-		binary.LittleEndian.PutUint16(p[4:], uint16(len(name)+1))
-		binary.LittleEndian.PutUint32(p[8:], 1)
-		binary.LittleEndian.PutUint32(p[12:], typ)
-		copy(p[16:], name)
-		copy(p[hdr:], val)
-		nv = append(nv, p...)
-	}
-	u64 := func(v uint64) []byte { return binary.LittleEndian.AppendUint64(nil, v) }
-	if fromguid != 0 {
-		pair("fromguid", 8, u64(fromguid))
-	}
-	pair("object", 8, u64(2))
-	pair("offset", 8, u64(1<<20))
-	pair("bytes", 8, u64(3<<20))
-	pair("toguid", 8, u64(toguid))
-	pair("toname", 9, append([]byte(toname), 0))
-	nv = append(nv, 0, 0, 0, 0)
-	var z bytes.Buffer
-	w := zlib.NewWriter(&z)
-	w.Write(nv)
-	w.Close()
-	var sum uint64
-	for i := 0; i+4 <= z.Len(); i += 4 {
-		sum += uint64(binary.LittleEndian.Uint32(z.Bytes()[i:]))
-	}
-	return fmt.Sprintf("1-%x-%x-%s", sum, len(nv), hex.EncodeToString(z.Bytes()))
+	return resumetok.Encode(toname, toguid, fromguid)
 }
 
 var owned = map[string]string{snapname.OwnerProp: snapname.OwnerValue, snapname.PolicyProp: "p1"}
