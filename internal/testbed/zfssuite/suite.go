@@ -39,6 +39,15 @@ func Run(t *testing.T, pair Pair) {
 		{"FullAndIncrementalReplication", testReplication},
 		{"Rollback", testRollback},
 		{"TypedErrors", testTypedErrors},
+		{"RenameMovesDatasetAside", testRename},
+		{"Bookmarks", testBookmarks},
+		{"PropertySources", testPropertySources},
+		{"ClonesBlockDestroy", testClonesBlockDestroy},
+		{"ForcedReceiveDiscardsLocalChanges", testForcedReceive},
+		{"ResumableReceive", testResumableReceive},
+		{"IntermediateSnapshots", testIntermediates},
+		{"ReadingWritableTargetModifiesIt", testReadingWritableTarget},
+		{"ReceivePropertyOverrides", testRecvProps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
