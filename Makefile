@@ -55,6 +55,16 @@ chaos: deps kube-tools ## Chaos suite: CHAOS_ITERATIONS (30) seeded faults, CHAO
 	$(GO) test -tags e2e -count=1 -timeout 3h -v -run '^TestChaos' ./e2e/chaos/ \
 		-chaos.seed=$(CHAOS_SEED) -chaos.iterations=$(CHAOS_ITERATIONS) -chaos.report=$(CURDIR)/.cache/chaos-report.md
 
+# Native Go fuzzing (issue 13). Each target runs FUZZTIME; what it finds that
+# widens coverage is copied into the package's testdata/fuzz/, which plain
+# `go test` (and so `make test`) replays. FUZZ narrows the targets (a regexp).
+FUZZTIME ?= 10m
+FUZZ ?= .
+
+.PHONY: fuzz
+fuzz: ## Fuzz every Go fuzz target for FUZZTIME (10m) each and grow the committed corpus (testdata/fuzz).
+	FUZZTIME=$(FUZZTIME) hack/fuzz.sh '$(FUZZ)'
+
 # Code generators and install artifacts (issue 8).
 CONTROLLER_GEN_VERSION ?= v0.23.0
 CONTROLLER_GEN ?= $(CURDIR)/.cache/bin/controller-gen
@@ -73,6 +83,11 @@ manifests: controller-gen kube-tools ## Regenerate CRDs and the controller's Clu
 .PHONY: generate
 generate: controller-gen ## Regenerate the deepcopy functions of the API types (api/.../zz_generated.deepcopy.go).
 	$(CONTROLLER_GEN) object paths=./api/...
+
+# Container images without Docker or a registry (issue 12, docs/images.md).
+.PHONY: images
+images: ## Build the controller and agent images as archives in .cache/images/ (ctr -n k8s.io images import / docker load).
+	$(GO) run ./hack/images -out $(CURDIR)/.cache/images
 
 .PHONY: plugin
 plugin: ## Build the kubectl plugin into bin/kubectl-z8r (put it on PATH: kubectl z8r ...).

@@ -90,7 +90,7 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 			return &Node{Client: cur.c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
 		}
 	}
-	c, err := agent.Dial(ctx, zn.Status.Address, agent.ClientConfig{Signer: p.Signer, HostKey: hk, Dial: p.Dial})
+	c, err := agent.Dial(ctx, zn.Status.Address, agent.ClientConfig{Signer: p.Signer, HostKey: hk, Dial: p.Dial, GrantAuthority: p.Signer})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", node, err)
 	}

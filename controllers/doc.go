@@ -20,6 +20,25 @@
 //     z8r's drivers and replicates contents that ask for it;
 //     PVCAnnotationsReconciler takes and prunes scheduled VolumeSnapshots.
 //
+// # Tenants
+//
+// z8r.dev/replicate-to on a PVC or VolumeSnapshot is a tenant's request:
+// each target is made only if a ReplicationTargetPolicy selecting the
+// namespace allows it (tenancy.Check, fail closed); refused ones get a
+// TargetNotAllowed Warning and stay in the object's
+// z8r.dev/annotation-problem (the PVC's is rewritten on every reconcile,
+// and removed when there is no problem), and nothing is created for them.
+// A VolumeSnapshotClass's targets are the administrator's and always
+// apply; an empty value on a PVC or VolumeSnapshot is an error, never an
+// opt-out. A local PVC's DatasetReplication is named PVCReplicationName
+// (64 bits of hash); before it is patched or deleted its labels and
+// z8r.dev/pvc annotation must name that PVC, and an object under the name
+// that is not the PVC's gets a ReplicationNameTaken Warning and is left
+// alone. One made by an earlier version under the 32-bit name
+// (pvc-<policy.ID>) keeps that name: its snapshots are owned under it
+// (z8r.dev:policy), and hold tags derive from the targets
+// (policy.ID(node, dataset)), not from the name, so neither changes.
+//
 // # One writer per dataset
 //
 // A source dataset (node and dataset) has one replication and a target

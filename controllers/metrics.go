@@ -10,6 +10,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
+// The controller serves its metrics only to callers the API server
+// authenticates and authorizes (cmd/z8r-controller), and asks the API server
+// with TokenReviews and SubjectAccessReviews.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // Metrics are z8r's Prometheus metrics, labelled by replication and target.
 type Metrics struct {
 	SyncDuration *prometheus.HistogramVec

@@ -22,6 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/policy"
+	"github.com/z8r-project/z8r/internal/pvresolve"
 	"github.com/z8r-project/z8r/internal/retention"
 	"github.com/z8r-project/z8r/internal/schedule"
 	"github.com/z8r-project/z8r/internal/volsnap"
@@ -41,10 +43,16 @@ const annDefaultSnapshotClass = "snapshot.storage.kubernetes.io/is-default-class
 // A PVC whose volume is not a CSI volume (a `local` PV on a dataset's
 // mountpoint, or any PV annotated with z8r.dev/dataset and z8r.dev/node)
 // cannot have VolumeSnapshots; for it the same annotations configure a
-// DatasetReplication of the dataset behind it (named pvc-<id>, labelled
-// z8r.dev/managed-by=pvc-annotations), which snapshots, replicates and
-// prunes with the engine node annotations use. It is deleted when the
-// annotations or the PVC go.
+// DatasetReplication of the dataset behind it (named PVCReplicationName,
+// labelled z8r.dev/managed-by=pvc-annotations and annotated z8r.dev/pvc
+// with the PVC's namespace/name), which snapshots, replicates and prunes
+// with the engine node annotations use; its targets are those a
+// ReplicationTargetPolicy allows. It is deleted when the annotations or
+// the PVC go, and only when it is this PVC's.
+//
+// The PVC's current problem (a malformed or empty annotation, refused
+// targets, a replication name taken) is kept in its
+// z8r.dev/annotation-problem and removed once there is none.
 type PVCAnnotationsReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
@@ -74,60 +82,81 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 		}
 		return reconcile.Result{}, err
 	}
+	res, problem, err := r.reconcile(ctx, &pvc)
+	if err != nil {
+		return res, err
+	}
+	// The current problem (or none) stays on the PVC, where aggregated
+	// Events cannot hide it.
+	if !pvc.DeletionTimestamp.IsZero() {
+		return res, nil
+	}
+	return res, setAnnotationProblem(ctx, r.Client, &pvc, problem)
+}
+
+// reconcile does the work of Reconcile and returns the PVC's current
+// annotation problem ("" when there is none).
+func (r *PVCAnnotationsReconciler) reconcile(ctx context.Context, pvc *corev1.PersistentVolumeClaim) (reconcile.Result, string, error) {
+	log := logf.FromContext(ctx)
 	spec, scheduled := pvc.Annotations[z8rv1.AnnotationSchedule]
 	targets, replicated := pvc.Annotations[z8rv1.AnnotationReplicateTo]
 	if (!scheduled && !replicated) || !pvc.DeletionTimestamp.IsZero() {
-		return reconcile.Result{}, r.dropReplication(ctx, pvc.Namespace, pvc.Name, &pvc)
+		return reconcile.Result{}, "", r.dropReplication(ctx, pvc.Namespace, pvc.Name, pvc)
 	}
 	var sched schedule.Schedule
 	var err error
 	if scheduled {
 		if sched, err = schedule.Parse(spec); err != nil {
-			return r.invalid(&pvc, z8rv1.AnnotationSchedule, spec, err)
+			return r.invalid(pvc, z8rv1.AnnotationSchedule, spec, err)
 		}
 	}
 	policy, err := retention.Parse(retention.DefaultSource)
 	if err != nil {
-		return reconcile.Result{}, err
+		return reconcile.Result{}, "", err
 	}
 	if v, ok := pvc.Annotations[z8rv1.AnnotationRetention]; ok {
 		if policy, err = retention.Parse(v); err != nil {
-			return r.invalid(&pvc, z8rv1.AnnotationRetention, v, err)
+			return r.invalid(pvc, z8rv1.AnnotationRetention, v, err)
 		}
 	}
 	if replicated {
 		if _, err := volsnap.ParseTargets(targets); err != nil {
-			return r.invalid(&pvc, z8rv1.AnnotationReplicateTo, targets, err)
+			return r.invalid(pvc, z8rv1.AnnotationReplicateTo, targets, err)
+		}
+		if isEmptyTargets(targets) {
+			return r.empty(pvc)
 		}
 	}
 	if pvc.Status.Phase != corev1.ClaimBound || pvc.Spec.VolumeName == "" {
-		return reconcile.Result{RequeueAfter: retryInvalid}, nil
+		return reconcile.Result{RequeueAfter: retryInvalid}, "", nil
 	}
 	var pv corev1.PersistentVolume
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: pvc.Spec.VolumeName}, &pv); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+		return reconcile.Result{}, "", client.IgnoreNotFound(err)
 	}
 	if pv.Spec.CSI == nil {
 		// No VolumeSnapshots without CSI: the dataset behind a local (or
 		// annotated) volume is kept by a DatasetReplication instead.
-		return r.reconcileReplication(ctx, &pvc, &pv)
+		return r.reconcileReplication(ctx, pvc, &pv)
+	}
+	// replicate-to acts per VolumeSnapshot (the content reconciler decides
+	// and reports per snapshot); the PVC's problem says the same here.
+	pvcAsks, problem, err := r.csiScope(ctx, pvc, &pv)
+	if err != nil {
+		return reconcile.Result{}, "", err
 	}
 	if !scheduled {
-		return reconcile.Result{}, nil // replicate-to alone acts per VolumeSnapshot
+		return reconcile.Result{}, problem, nil
 	}
-	class, err := r.classFor(ctx, &pvc, pv.Spec.CSI.Driver)
+	class, err := r.classFor(ctx, pvc, pv.Spec.CSI.Driver)
 	if err != nil {
-		return r.invalid(&pvc, z8rv1.AnnotationSnapshotClass, pvc.Annotations[z8rv1.AnnotationSnapshotClass], err)
+		return r.invalid(pvc, z8rv1.AnnotationSnapshotClass, pvc.Annotations[z8rv1.AnnotationSnapshotClass], err)
 	}
 
 	var list snapshotv1.VolumeSnapshotList
 	if err := r.Client.List(ctx, &list, client.InNamespace(pvc.Namespace),
 		client.MatchingLabels{z8rv1.LabelManagedBy: z8rv1.ManagedByPVCSchedule, z8rv1.LabelPVCUID: string(pvc.UID)}); err != nil {
-		return reconcile.Result{}, err
-	}
-	pvcAsks := false
-	if v := pvc.Annotations[z8rv1.AnnotationReplicateTo]; replicated && v != "" {
-		pvcAsks = true
+		return reconcile.Result{}, "", err
 	}
 	var taken []volsnap.Scheduled
 	for _, vs := range list.Items {
@@ -140,7 +169,7 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 		if s.Ready && !s.Deleting {
 			pending, err := r.replicationPending(ctx, &vs, pvcAsks)
 			if err != nil {
-				return reconcile.Result{}, err
+				return reconcile.Result{}, "", err
 			}
 			s.Replicating = pending
 		}
@@ -155,7 +184,7 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 	// or it would freeze the schedule until then.
 	last, future := schedule.Last(times, now, schedule.MaxClockSkew)
 	if len(future) > 0 {
-		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeWarning, z8rv1.EventFutureSnapshot, "Schedule",
+		r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventFutureSnapshot, "Schedule",
 			"scheduled VolumeSnapshots are dated after the controller's time %s (a clock ran ahead); the schedule does not wait for them: %v", now.UTC().Format(time.RFC3339), future)
 	}
 	requeue := max(sched.NextDue(last, now).Sub(now), time.Second)
@@ -163,18 +192,18 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 		// The previous one is not ready (its node may be down): no second
 		// one while it waits; its readiness requeues this PVC.
 		log.Info("scheduled VolumeSnapshot due but the previous one is not ready; waiting", "waitingFor", waiting)
-		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeWarning, z8rv1.EventScheduledWaiting, "Snapshot",
+		r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventScheduledWaiting, "Snapshot",
 			"a scheduled VolumeSnapshot is due but %s is not ready yet; no other is taken until it is", waiting)
 		requeue = retryInvalid
 	} else if sched.Due(last, now) {
 		slot := volsnap.SlotTime(sched, now)
-		name, created, err := r.take(ctx, &pvc, class, slot, now)
+		name, created, err := r.take(ctx, pvc, class, slot, now)
 		if err != nil {
-			return reconcile.Result{}, err
+			return reconcile.Result{}, "", err
 		}
 		if created {
 			log.Info("took scheduled VolumeSnapshot", "volumeSnapshot", name, "class", class)
-			r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledSnapshot, "Snapshot", "created VolumeSnapshot %s (class %s)", name, class)
+			r.Recorder.Eventf(pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledSnapshot, "Snapshot", "created VolumeSnapshot %s (class %s)", name, class)
 			taken = append(taken, volsnap.Scheduled{Name: name, At: now})
 		}
 		last = now
@@ -184,11 +213,11 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 		for _, name := range victims {
 			vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: pvc.Namespace, Name: name}}
 			if err := r.Client.Delete(ctx, vs); client.IgnoreNotFound(err) != nil {
-				return reconcile.Result{}, err
+				return reconcile.Result{}, "", err
 			}
 		}
 		log.Info("pruned scheduled VolumeSnapshots", "pruned", victims)
-		r.Recorder.Eventf(&pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledPruned, "Prune", "deleted %d VolumeSnapshot(s) by retention %s: %v", len(victims), policy, victims)
+		r.Recorder.Eventf(pvc, nil, corev1.EventTypeNormal, z8rv1.EventScheduledPruned, "Prune", "deleted %d VolumeSnapshot(s) by retention %s: %v", len(victims), policy, victims)
 	}
 	for _, s := range taken {
 		if s.Replicating {
@@ -198,7 +227,36 @@ func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.
 			break
 		}
 	}
-	return reconcile.Result{RequeueAfter: requeue}, nil
+	return reconcile.Result{RequeueAfter: requeue}, problem, nil
+}
+
+// csiScope checks the replicate-to of a CSI PVC against the
+// ReplicationTargetPolicies: asks is whether any of its targets is
+// allowed (so its scheduled snapshots wait for replication before
+// retention prunes them), problem names the refused ones. A volume z8r
+// cannot place (another driver's) is left to the content reconciler.
+func (r *PVCAnnotationsReconciler) csiScope(ctx context.Context, pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume) (asks bool, problem string, err error) {
+	v, ok := pvc.Annotations[z8rv1.AnnotationReplicateTo]
+	if !ok {
+		return false, "", nil
+	}
+	vol, err := pvresolve.Resolve(pv)
+	if err != nil || vol.NeedsMountpointLookup() {
+		return true, "", nil
+	}
+	targets, err := volsnap.ResolveTargets(v, vol.Node, vol.Dataset)
+	if err != nil {
+		return false, "", nil // reported per snapshot (ErrSelfTarget)
+	}
+	allowed, refused, err := tenantScope(ctx, r.Client, pvc.Namespace, targets)
+	if err != nil {
+		return false, "", err
+	}
+	if len(refused) > 0 {
+		problem = refusalNote("PersistentVolumeClaim "+pvc.Namespace+"/"+pvc.Name, refused)
+		r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventTargetNotAllowed, "Validate", "%s", problem)
+	}
+	return len(allowed) > 0, problem, nil
 }
 
 // replicationPending reports whether vs's content is still being
@@ -294,11 +352,19 @@ func (r *PVCAnnotationsReconciler) classFor(ctx context.Context, pvc *corev1.Per
 }
 
 // invalid reports a malformed annotation; nothing is taken or pruned until
-// the PVC changes.
-func (r *PVCAnnotationsReconciler) invalid(pvc *corev1.PersistentVolumeClaim, key, value string, err error) (reconcile.Result, error) {
-	r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventInvalidPVCAnnotation, "Validate",
-		"%s=%q: %v; no VolumeSnapshot is taken or pruned until it is fixed", key, value, err)
-	return reconcile.Result{}, nil
+// the PVC changes. It returns the problem to keep on the PVC.
+func (r *PVCAnnotationsReconciler) invalid(pvc *corev1.PersistentVolumeClaim, key, value string, err error) (reconcile.Result, string, error) {
+	note := fmt.Sprintf("%s=%q: %v; no VolumeSnapshot is taken or pruned until it is fixed", key, value, err)
+	r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventInvalidPVCAnnotation, "Validate", "%s", note)
+	return reconcile.Result{}, note, nil
+}
+
+// empty reports an empty replicate-to: an error that changes nothing (no
+// snapshot taken or pruned, the PVC's replication kept as it is).
+func (r *PVCAnnotationsReconciler) empty(pvc *corev1.PersistentVolumeClaim) (reconcile.Result, string, error) {
+	note := emptyNote("PersistentVolumeClaim "+pvc.Namespace+"/"+pvc.Name) + "; nothing changes until it is fixed"
+	r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventEmptyAnnotation, "Validate", "%s", note)
+	return reconcile.Result{}, note, nil
 }
 
 // SetupWithManager registers the reconciler: PVC annotation and phase
@@ -312,7 +378,7 @@ func (r *PVCAnnotationsReconciler) SetupWithManager(mgr manager.Manager) error {
 			if !ok1 || !ok2 {
 				return true
 			}
-			return !maps.Equal(o.Annotations, n.Annotations) || o.Status.Phase != n.Status.Phase
+			return !maps.Equal(withoutProblem(o.Annotations), withoutProblem(n.Annotations)) || o.Status.Phase != n.Status.Phase
 		},
 	}
 	ownVS := predicate.NewPredicateFuncs(func(o client.Object) bool {
@@ -331,4 +397,15 @@ func (r *PVCAnnotationsReconciler) SetupWithManager(mgr manager.Manager) error {
 		Watches(&snapshotv1.VolumeSnapshot{}, toPVC, builder.WithPredicates(ownVS)).
 		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).
 		Complete(r)
+}
+
+// withoutProblem is ann without the problem z8r itself records, so that
+// recording it does not reconcile the PVC again.
+func withoutProblem(ann map[string]string) map[string]string {
+	if _, ok := ann[policy.AnnProblem]; !ok {
+		return ann
+	}
+	out := maps.Clone(ann)
+	delete(out, policy.AnnProblem)
+	return out
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 )
 
@@ -140,4 +142,58 @@ func names(vs []snapshotv1.VolumeSnapshot) []string {
 		out = append(out, v.Name)
 	}
 	return out
+}
+
+// TestPVCAnnotations_EmptyReplicateToIsAnError: an empty replicate-to on a
+// scheduled PVC is a Warning and the PVC's annotation-problem, and changes
+// nothing (no VolumeSnapshot is taken); fixing it clears the problem and
+// the schedule goes on.
+func TestPVCAnnotations_EmptyReplicateToIsAnError(t *testing.T) {
+	f := newPVCScheduleFixture(t)
+	ctx := context.Background()
+	setAnn := func(v *string) {
+		var pvc corev1.PersistentVolumeClaim
+		if err := f.c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: "data"}, &pvc); err != nil {
+			t.Fatal(err)
+		}
+		if v == nil {
+			delete(pvc.Annotations, z8rv1.AnnotationReplicateTo)
+		} else {
+			pvc.Annotations[z8rv1.AnnotationReplicateTo] = *v
+		}
+		if err := f.c.Update(ctx, &pvc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	problem := func() string {
+		var pvc corev1.PersistentVolumeClaim
+		if err := f.c.Get(ctx, client.ObjectKey{Namespace: "ns", Name: "data"}, &pvc); err != nil {
+			t.Fatal(err)
+		}
+		return pvc.Annotations[policy.AnnProblem]
+	}
+	setAnn(new(""))
+	f.reconcile(t)
+	if got := f.snapshots(t); len(got) != 0 {
+		t.Errorf("empty replicate-to: %d VolumeSnapshots taken, want none", len(got))
+	}
+	if p := problem(); !strings.Contains(p, "is empty") {
+		t.Errorf("PVC's problem %q, want the empty value", p)
+	}
+	rec := f.r.Recorder.(*events.FakeRecorder)
+	found := false
+	for len(rec.Events) > 0 && !found {
+		found = strings.Contains(<-rec.Events, " "+z8rv1.EventEmptyAnnotation+" ")
+	}
+	if !found {
+		t.Errorf("no %s Warning", z8rv1.EventEmptyAnnotation)
+	}
+	setAnn(nil)
+	f.reconcile(t)
+	if got := f.snapshots(t); len(got) != 1 {
+		t.Errorf("after the fix: %d VolumeSnapshots, want 1", len(got))
+	}
+	if p := problem(); p != "" {
+		t.Errorf("after the fix the PVC still has the problem %q", p)
+	}
 }

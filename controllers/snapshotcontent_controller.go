@@ -49,9 +49,16 @@ import (
 // The replication role applies to every ready content whose snapshot z8r
 // can locate (its own, and other ZFS drivers' such as zfs-localpv) when the
 // content, its VolumeSnapshot, the PVC or the class asks with
-// z8r.dev/replicate-to. The request is copied onto the content the first
-// time, so replication is keyed on the content and its snapshotHandle,
-// never on the VolumeSnapshot, which Velero deletes after its upload. Each
+// z8r.dev/replicate-to. The content's own value (the administrator's) is
+// used alone; otherwise the targets are the class's (the administrator's)
+// plus those of the tenant's request (the VolumeSnapshot's, else the
+// PVC's) that a ReplicationTargetPolicy allows (tenancy.Check; refused
+// ones get a TargetNotAllowed Warning and the object's
+// z8r.dev/annotation-problem, and an empty tenant value is an error that
+// is ignored, so a tenant can never remove the class's targets). The
+// targets decided are written onto the content, resolved, the first time,
+// so replication is keyed on the content and its snapshotHandle, never on
+// the VolumeSnapshot, which Velero deletes after its upload. Each
 // target gets exactly that snapshot (replicate.SyncSnapshot), incrementally
 // from its newest one, which stays held on the source as its base. A
 // replica appears as a pre-provisioned VolumeSnapshotContent of
@@ -172,11 +179,12 @@ func (r *VolumeSnapshotContentReconciler) create(ctx context.Context, c *snapsho
 		// the node's agent or an annotation may be fixed).
 		return r.failCreate(ctx, c, loc.VS, err, retryInvalid)
 	}
-	req, asked := r.requested(c, loc)
-	if asked {
-		if _, err := req.Targets(loc.Node, loc.Dataset); err != nil {
-			return r.failCreate(ctx, c, loc.VS, fmt.Errorf("invalid %s: %w", z8rv1.AnnotationReplicateTo, err), retryInvalid)
-		}
+	targets, stamped, err := r.targetsFor(ctx, c, loc)
+	if errors.Is(err, volsnap.ErrSyntax) || errors.Is(err, volsnap.ErrSelfTarget) {
+		return r.failCreate(ctx, c, loc.VS, fmt.Errorf("invalid %s: %w", z8rv1.AnnotationReplicateTo, err), retryInvalid)
+	}
+	if err != nil {
+		return reconcile.Result{}, false, err
 	}
 	short, err := volsnap.SnapshotName(c)
 	if err != nil {
@@ -197,8 +205,8 @@ func (r *VolumeSnapshotContentReconciler) create(ctx context.Context, c *snapsho
 		z8rv1.AnnotationNode:    new(loc.Node),
 		z8rv1.AnnotationDataset: new(loc.Dataset),
 	}
-	if asked {
-		mark[z8rv1.AnnotationReplicateTo] = new(req.Value)
+	if !stamped && len(targets) > 0 {
+		mark[z8rv1.AnnotationReplicateTo] = new(renderTargets(targets))
 	}
 	if err := r.patchAnnotations(ctx, c, mark); err != nil {
 		return reconcile.Result{}, true, err

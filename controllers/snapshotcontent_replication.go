@@ -61,26 +61,32 @@ func (r *VolumeSnapshotContentReconciler) replicate(ctx context.Context, c *snap
 		return reconcile.Result{}, nil
 	}
 	loc, locErr := r.snapshotLocation(ctx, c)
-	req, asked := r.requested(c, loc)
 	if err := r.mirrorPolicy(ctx, c); err != nil {
 		return reconcile.Result{}, err
 	}
-	if !asked {
+	if !asks(c, loc) {
 		return reconcile.Result{}, nil
 	}
 	if locErr != nil {
 		r.event(c, loc.VS, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Locate", "cannot replicate: %v", locErr)
 		return reconcile.Result{RequeueAfter: retryInvalid}, nil
 	}
-	targets, err := req.Targets(loc.Node, loc.Dataset)
-	if err != nil {
+	targets, stamped, err := r.targetsFor(ctx, c, loc)
+	if errors.Is(err, volsnap.ErrSyntax) || errors.Is(err, volsnap.ErrSelfTarget) {
 		r.event(c, loc.VS, corev1.EventTypeWarning, z8rv1.EventInvalidAnnotation, "Validate", "invalid %s: %v", z8rv1.AnnotationReplicateTo, err)
 		return reconcile.Result{RequeueAfter: retryInvalid}, nil
 	}
-	if len(targets) == 0 {
-		return reconcile.Result{}, nil
+	if err != nil {
+		return reconcile.Result{}, err
 	}
-	if err := r.stamp(ctx, c, loc, req); err != nil {
+	if len(targets) == 0 {
+		if stamped {
+			return reconcile.Result{}, nil
+		}
+		// Refused or empty: look again (a policy may allow it later).
+		return reconcile.Result{RequeueAfter: retryInvalid}, nil
+	}
+	if err := r.stamp(ctx, c, loc, stamped, targets); err != nil {
 		return reconcile.Result{}, err
 	}
 
@@ -181,16 +187,20 @@ func minPositive(a, b time.Duration) time.Duration {
 	return a
 }
 
-// stamp records on the content what replication keys on: the request (so
-// it outlives the VolumeSnapshot) and where the snapshot is; another
+// stamp records on the content what replication keys on: the targets
+// decided (resolved, so they outlive the VolumeSnapshot and are not
+// re-decided) and where the snapshot is; another
 // driver's content also gets z8r's finalizer before z8r holds its
 // snapshot.
-func (r *VolumeSnapshotContentReconciler) stamp(ctx context.Context, c *snapshotv1.VolumeSnapshotContent, loc located, req volsnap.Request) error {
-	if err := r.patchAnnotations(ctx, c, map[string]*string{
-		z8rv1.AnnotationReplicateTo: new(req.Value),
-		z8rv1.AnnotationNode:        new(loc.Node),
-		z8rv1.AnnotationDataset:     new(loc.Dataset),
-	}); err != nil {
+func (r *VolumeSnapshotContentReconciler) stamp(ctx context.Context, c *snapshotv1.VolumeSnapshotContent, loc located, stamped bool, targets []volsnap.Target) error {
+	set := map[string]*string{
+		z8rv1.AnnotationNode:    new(loc.Node),
+		z8rv1.AnnotationDataset: new(loc.Dataset),
+	}
+	if !stamped {
+		set[z8rv1.AnnotationReplicateTo] = new(renderTargets(targets))
+	}
+	if err := r.patchAnnotations(ctx, c, set); err != nil {
 		return err
 	}
 	if r.Drivers[c.Spec.Driver] || volsnap.HasFinalizer(c, finalizerReleaseSourceHolds) {
@@ -564,19 +574,116 @@ func (r *VolumeSnapshotContentReconciler) locateVolume(ctx context.Context, c *s
 	return loc, nil
 }
 
-// requested returns the replicate-to request in force for c.
-func (r *VolumeSnapshotContentReconciler) requested(c *snapshotv1.VolumeSnapshotContent, loc located) (volsnap.Request, bool) {
-	objs := []volsnap.Annotated{{Kind: contentKind, Name: c.Name, Annotations: c.Annotations}}
-	if loc.VS != nil {
-		objs = append(objs, volsnap.Annotated{Kind: "VolumeSnapshot", Name: loc.VS.Namespace + "/" + loc.VS.Name, Annotations: loc.VS.Annotations})
-	}
-	if loc.PVC != nil {
-		objs = append(objs, volsnap.Annotated{Kind: "PersistentVolumeClaim", Name: loc.PVC.Namespace + "/" + loc.PVC.Name, Annotations: loc.PVC.Annotations})
+// asks reports whether anything asks for c's replication: c itself, its
+// class, its VolumeSnapshot or its PVC carries z8r.dev/replicate-to.
+func asks(c *snapshotv1.VolumeSnapshotContent, loc located) bool {
+	has := func(ann map[string]string) bool { _, ok := ann[z8rv1.AnnotationReplicateTo]; return ok }
+	return has(c.Annotations) || loc.Class != nil && has(loc.Class.Annotations) ||
+		loc.VS != nil && has(loc.VS.Annotations) || loc.PVC != nil && has(loc.PVC.Annotations)
+}
+
+// targetsFor returns the targets c is replicated to (see the Design
+// comment): c's own z8r.dev/replicate-to when it has one (stamped=true:
+// the administrator's, or z8r's earlier decision); else the union of its
+// class's targets (the administrator's) and the tenant's (its
+// VolumeSnapshot's, else its PVC's), the tenant's only as far as a
+// ReplicationTargetPolicy allows them. An empty tenant value is reported
+// and skipped; refused targets are reported. A malformed value is an
+// error matching volsnap.ErrSyntax or volsnap.ErrSelfTarget.
+func (r *VolumeSnapshotContentReconciler) targetsFor(ctx context.Context, c *snapshotv1.VolumeSnapshotContent, loc located) (targets []volsnap.Target, stamped bool, err error) {
+	const key = z8rv1.AnnotationReplicateTo
+	if v, ok := c.Annotations[key]; ok {
+		targets, err := volsnap.Request{Value: v, From: volsnap.Annotated{Kind: contentKind, Name: c.Name}}.Targets(loc.Node, loc.Dataset)
+		return targets, true, err
 	}
 	if loc.Class != nil {
-		objs = append(objs, volsnap.Annotated{Kind: "VolumeSnapshotClass", Name: loc.Class.Name, Annotations: loc.Class.Annotations})
+		if v, ok := loc.Class.Annotations[key]; ok {
+			req := volsnap.Request{Value: v, From: volsnap.Annotated{Kind: "VolumeSnapshotClass", Name: loc.Class.Name}}
+			if targets, err = req.Targets(loc.Node, loc.Dataset); err != nil {
+				return nil, false, err
+			}
+		}
 	}
-	return volsnap.Requested(z8rv1.AnnotationReplicateTo, objs...)
+	// The tenant's request: the VolumeSnapshot's, else the PVC's.
+	type carrier struct {
+		obj  client.Object
+		desc string
+	}
+	var carriers []carrier
+	if loc.VS != nil {
+		carriers = append(carriers, carrier{loc.VS, "VolumeSnapshot " + loc.VS.Namespace + "/" + loc.VS.Name})
+	}
+	if loc.PVC != nil {
+		carriers = append(carriers, carrier{loc.PVC, "PersistentVolumeClaim " + loc.PVC.Namespace + "/" + loc.PVC.Name})
+	}
+	for _, cr := range carriers {
+		v, ok := cr.obj.GetAnnotations()[key]
+		if !ok {
+			continue
+		}
+		if isEmptyTargets(v) {
+			note := emptyNote(cr.desc) + "; it is ignored"
+			r.tenantEvent(c, loc, cr.obj, z8rv1.EventEmptyAnnotation, note)
+			if err := r.snapshotProblem(ctx, cr.obj, note); err != nil {
+				return nil, false, err
+			}
+			continue // as if absent: the next one in order applies
+		}
+		ts, err := volsnap.ResolveTargets(v, loc.Node, loc.Dataset)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", cr.desc, err)
+		}
+		allowed, refused, err := tenantScope(ctx, r.Client, cr.obj.GetNamespace(), ts)
+		if err != nil {
+			return nil, false, err
+		}
+		problem := ""
+		if len(refused) > 0 {
+			problem = refusalNote(cr.desc, refused)
+			logf.FromContext(ctx).Info("replica targets refused by ReplicationTargetPolicies", "from", cr.desc, "refused", len(refused))
+			r.tenantEvent(c, loc, cr.obj, z8rv1.EventTargetNotAllowed, problem)
+		}
+		if err := r.snapshotProblem(ctx, cr.obj, problem); err != nil {
+			return nil, false, err
+		}
+		for _, t := range allowed {
+			if !slices.Contains(targets, t) {
+				targets = append(targets, t)
+			}
+		}
+		break
+	}
+	return targets, false, nil
+}
+
+// snapshotProblem records the current problem of a VolumeSnapshot's
+// request in its z8r.dev/annotation-problem. A PVC's is left to the PVC
+// reconciler, which decides the same for the PVC's value and also
+// records the PVC's other problems.
+func (r *VolumeSnapshotContentReconciler) snapshotProblem(ctx context.Context, obj client.Object, problem string) error {
+	if _, ok := obj.(*snapshotv1.VolumeSnapshot); !ok {
+		return nil
+	}
+	return setAnnotationProblem(ctx, r.Client, obj, problem)
+}
+
+// tenantEvent reports a problem of a tenant's request on the content, its
+// VolumeSnapshot and, when the request is the PVC's, the PVC.
+func (r *VolumeSnapshotContentReconciler) tenantEvent(c *snapshotv1.VolumeSnapshotContent, loc located, from client.Object, reason, note string) {
+	r.event(c, loc.VS, corev1.EventTypeWarning, reason, "Validate", "%s", note)
+	if pvc, ok := from.(*corev1.PersistentVolumeClaim); ok {
+		r.Recorder.Eventf(pvc, c, corev1.EventTypeWarning, reason, "Validate", "%s", note)
+	}
+}
+
+// renderTargets writes resolved targets as a replicate-to value
+// (NODE:DATASET entries), which resolves to exactly them.
+func renderTargets(ts []volsnap.Target) string {
+	parts := make([]string, 0, len(ts))
+	for _, t := range ts {
+		parts = append(parts, t.String())
+	}
+	return strings.Join(parts, ",")
 }
 
 // pvFor finds the PV of a CSI volume.

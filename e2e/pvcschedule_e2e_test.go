@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/policy"
+	"github.com/z8r-project/z8r/controllers"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/testbed/cluster"
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
@@ -132,7 +132,7 @@ func TestPVCAnnotations_LocalPVKeptByDatasetReplication(t *testing.T) {
 	bindPVC(t, c, ns, "elsewhere", kubeenv.LocalPV("pv-elsewhere", "n1", "/var/tmp/not-a-dataset", "1Gi"),
 		map[string]string{z8rv1.AnnotationReplicateTo: "n2"})
 
-	name := "pvc-" + policy.ID(ns, "data")
+	name := controllers.PVCReplicationName(ns, "data")
 	dr := waitFor(t, c, name, "the PVC's replication synced", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
 		return dr.Status.State == z8rv1.TargetSynced && target(dr, "n2").LastSnapshot != ""
 	})

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/controllers"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/snapname"
@@ -44,6 +45,7 @@ func TestSafety_SecondReplicationOfADatasetIsRefused(t *testing.T) {
 	}})
 	n1 := c.Nodes["n1"]
 	mkdata(t, n1, "tank/shared", "payload", 256<<10)
+	allowTenantTargets(t, c, "tank", "n2")
 	c.StartController()
 	ctx := ctxT(t)
 	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
@@ -64,7 +66,7 @@ func TestSafety_SecondReplicationOfADatasetIsRefused(t *testing.T) {
 	bindPVC(t, c, ns, "data", kubeenv.LocalPV("pv-shared", "n1", mp["mountpoint"].Value, "1Gi"), map[string]string{
 		z8rv1.AnnotationReplicateTo: "n2:tank/copies/", z8rv1.AnnotationSchedule: "1h", z8rv1.AnnotationRetention: "last=1",
 	})
-	second := "pvc-" + policy.ID(ns, "data")
+	second := controllers.PVCReplicationName(ns, "data")
 	dr := waitFor(t, c, second, "the second replication refused", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
 		cond := meta.FindStatusCondition(dr.Status.Conditions, "Ready")
 		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "Conflict"

@@ -76,7 +76,7 @@ func TestVolumeSnapshot_TakenReplicatedDeletedRetained(t *testing.T) {
 	if _, ok := vc1.Annotations[volsnap.AnnBeingCreated]; ok {
 		t.Error("being-created annotation left on a ready content")
 	}
-	if vc1.Annotations[z8rv1.AnnotationNode] != "n1" || vc1.Annotations[z8rv1.AnnotationReplicateTo] != "n2" {
+	if vc1.Annotations[z8rv1.AnnotationNode] != "n1" || vc1.Annotations[z8rv1.AnnotationReplicateTo] != "n2:tank/vol1" {
 		t.Errorf("content annotations %v: want the node and the request recorded", vc1.Annotations)
 	}
 	if g := snapProps(t, n2, snap1, "guid"); g["guid"] != p1["guid"] {
@@ -134,10 +134,17 @@ func TestVolumeSnapshot_TakenReplicatedDeletedRetained(t *testing.T) {
 		t.Errorf("no %s event: %v", z8rv1.EventSnapshotDeleted, eventsOf(t, c, content1))
 	}
 
-	// 5. Retain: the ZFS snapshot outlives the VolumeSnapshot and the content.
-	c.Kube.Create(t, newVS(ns, "keep-1", "z8r-retain", "data", map[string]string{z8rv1.AnnotationReplicateTo: ""}))
+	// 5. Retain: the ZFS snapshot outlives the VolumeSnapshot and the
+	// content. (Of a PVC that asks for no replica; keep-1's empty
+	// replicate-to is an error, reported, that asks for nothing.)
+	mkdata(t, n1, "tank/vol3", "payload", 64<<10)
+	bindPVC(t, c, ns, "plain", kubeenv.Z8rPV("pv-vol3", "n1", "tank/vol3", "1Gi"), nil)
+	c.Kube.Create(t, newVS(ns, "keep-1", "z8r-retain", "plain", map[string]string{z8rv1.AnnotationReplicateTo: ""}))
 	vs3 := waitVS(t, c, ns, "keep-1", "keep-1 ready", vsReady)
-	snap3 := "tank/vol1@snapshot-" + string(vs3.UID)
+	poll(t, "keep-1's empty replicate-to reported", 30*time.Second, func(context.Context) (bool, error) {
+		return hasEvent(eventsOf(t, c, "keep-1"), z8rv1.EventEmptyAnnotation), nil
+	}, func() any { return eventsOf(t, c, "keep-1") })
+	snap3 := "tank/vol3@snapshot-" + string(vs3.UID)
 	content3 := contentPrefix + string(vs3.UID)
 	deleteObj(t, c, vs3)
 	waitVSGone(t, c, ns, "keep-1")
@@ -146,7 +153,7 @@ func TestVolumeSnapshot_TakenReplicatedDeletedRetained(t *testing.T) {
 		t.Fatalf("Retain: policy %s, snapshot exists %v", vc3.Spec.DeletionPolicy, exists(t, n1, snap3))
 	}
 	if exists(t, n2, snap3) {
-		t.Error("keep-1 opted out of replication (empty replicate-to) but was replicated")
+		t.Error("keep-1 (nothing asks for a replica) was replicated")
 	}
 	deleteObj(t, c, vc3)
 	waitContent(t, c, content3, "keep-1's content to go", gone)

@@ -17,6 +17,7 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -31,8 +32,16 @@ import (
 
 // startSnapshotCluster starts nodes (each with pool tank) with agents that
 // log their commands, the real snapshot-controller and z8r's controller,
-// and waits for the agents.
+// and waits for the agents. Tenants of every namespace may ask for
+// replicas anywhere under tank on these nodes (allowTenantTargets).
 func startSnapshotCluster(t *testing.T, opts cluster.Options, nodes ...string) (*cluster.Cluster, map[string]string) {
+	t.Helper()
+	return startSnapshotClusterScoped(t, opts, true, nodes...)
+}
+
+// startSnapshotClusterScoped is startSnapshotCluster; allowTank says
+// whether the ReplicationTargetPolicy allowing tank on every node is made.
+func startSnapshotClusterScoped(t *testing.T, opts cluster.Options, allowTank bool, nodes ...string) (*cluster.Cluster, map[string]string) {
 	t.Helper()
 	logs := map[string]string{}
 	dir := t.TempDir()
@@ -42,6 +51,9 @@ func startSnapshotCluster(t *testing.T, opts cluster.Options, nodes ...string) (
 	}
 	opts.SnapshotController = true
 	c := cluster.Start(t, opts)
+	if allowTank {
+		allowTenantTargets(t, c, "tank", nodes...)
+	}
 	c.StartController()
 	if err := c.WaitZFSNodesReady(ctxT(t), time.Minute); err != nil {
 		t.Fatal(err)
@@ -310,4 +322,15 @@ func deferredOrGone(t *testing.T, n *zfsnodes.Node, snap string, tags ...string)
 		t.Errorf("deferred %s: %s", snap, msg)
 	}
 	return true
+}
+
+// allowTenantTargets creates a ReplicationTargetPolicy that lets tenants
+// of every namespace ask for replicas strictly under parent on each node.
+func allowTenantTargets(t *testing.T, c *cluster.Cluster, parent string, nodes ...string) {
+	t.Helper()
+	p := &z8rv1.ReplicationTargetPolicy{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-allow-"}}
+	for _, n := range nodes {
+		p.Spec.Targets = append(p.Spec.Targets, z8rv1.AllowedTarget{Node: n, ParentDataset: parent})
+	}
+	c.Kube.Create(t, p)
 }

@@ -39,4 +39,11 @@ const (
 	// object are aggregated by reason and it must not hide behind an
 	// earlier InvalidReplicationAnnotation.
 	EventEmptyAnnotation = "EmptyReplicationAnnotation"
+	// EventTargetNotAllowed: a tenant's z8r.dev/replicate-to names a
+	// target no ReplicationTargetPolicy allows for the object's namespace;
+	// nothing is done for that target.
+	EventTargetNotAllowed = "TargetNotAllowed"
+	// EventReplicationNameTaken: the DatasetReplication name computed for
+	// a PVC belongs to another owner; it is neither patched nor deleted.
+	EventReplicationNameTaken = "ReplicationNameTaken"
 )

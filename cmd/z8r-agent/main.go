@@ -38,9 +38,8 @@ func main() {
 		nodeName       = flag.String("node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
 		listen         = flag.String("listen", ":2022", "SSH listen address")
 		pools          = flag.String("pools", "", "comma-separated pools this agent may touch (required)")
-		hostKeyPath    = flag.String("host-key", "/var/lib/z8r/host_key", "host key file; created on first start, keep it on a host path")
+		hostKeyPath    = flag.String("host-key", "/var/lib/z8r/host_key", "host key file; created on first start, keep it on a host path. It is also this node's identity when it dials another agent for a transfer the controller granted")
 		authorizedKeys = flag.String("authorized-keys", "/etc/z8r/authorized-keys", "authorized client keys: a file, or a folder of files (a mounted Secret)")
-		clientKeyPath  = flag.String("client-key", "", "private key this agent presents to other agents for transfers (empty: no transfers from this node)")
 		zfsPrefix      = flag.String("zfs-prefix", "", "argv prefix for zfs and zpool, split on spaces (e.g. \"nsenter -t 1 -m --\" to use the host's zfs)")
 		printHostKey   = flag.Bool("print-host-key", false, "print the public host key (creating it if needed) and exit")
 		progressEvery  = flag.Duration("progress-interval", time.Second, "how often transfers report progress")
@@ -75,12 +74,6 @@ func main() {
 	if *pools == "" {
 		fail(log, errors.New("--pools is required"), "bad flags")
 	}
-	var clientKey ssh.Signer
-	if *clientKeyPath != "" {
-		if clientKey, err = agent.LoadKey(*clientKeyPath); err != nil {
-			fail(log, err, "load client key")
-		}
-	}
 	var prefix []string
 	if *zfsPrefix != "" {
 		prefix = strings.Fields(*zfsPrefix)
@@ -108,7 +101,6 @@ func main() {
 		AuthorizedKeys:   agent.AuthorizedKeysFile(*authorizedKeys),
 		Policy:           agent.Policy{Pools: strings.Split(*pools, ",")},
 		Runner:           runner,
-		ClientKey:        clientKey,
 		ProgressInterval: *progressEvery,
 		Log:              log,
 		AuditLog:         auditW,

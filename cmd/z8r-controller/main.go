@@ -1,11 +1,16 @@
 // Command z8r-controller runs z8r's reconcilers (leader-elected): node
 // annotations to DatasetReplications, scheduled snapshots, replication,
-// retention, and agent host-key pinning.
+// retention, and agent host-key pinning. Its Prometheus metrics are served
+// over HTTPS only to callers the API server authenticates and authorizes
+// (get on /metrics, ClusterRole z8r-metrics-reader).
 package main
 
 import (
+	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,6 +21,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
@@ -26,7 +32,8 @@ import (
 
 func main() {
 	var (
-		metricsAddr = flag.String("metrics-bind-address", ":8080", "Prometheus metrics address (0 disables)")
+		metricsAddr = flag.String("metrics-bind-address", ":8443", "address of the Prometheus metrics endpoint, served over HTTPS to callers the API server authenticates and authorizes (get on nonResourceURL /metrics); 0 disables")
+		metricsCert = flag.String("metrics-cert-dir", "", "folder with the metrics endpoint's tls.crt and tls.key, reloaded when they change (empty: a self-signed certificate made at start)")
 		probeAddr   = flag.String("health-probe-bind-address", ":8081", "health and readiness probe address")
 		leaderElect = flag.Bool("leader-elect", true, "elect a leader so only one controller acts at a time")
 		leaderNS    = flag.String("leader-election-namespace", "", "namespace of the leader lease (default: the pod's)")
@@ -47,6 +54,10 @@ func main() {
 	_ = corev1.AddToScheme(scheme)
 	_ = snapshotv1.AddToScheme(scheme)
 
+	if err := checkCertDir(*metricsCert); err != nil {
+		log.Error(err, "bad flags")
+		os.Exit(1)
+	}
 	signer, err := agent.LoadKey(*sshKey)
 	if err != nil {
 		log.Error(err, "load controller key")
@@ -54,7 +65,7 @@ func main() {
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: *metricsAddr},
+		Metrics:                 metricsOptions(*metricsAddr, *metricsCert),
 		HealthProbeBindAddress:  *probeAddr,
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "z8r-controller.z8r.dev",
@@ -80,6 +91,38 @@ func main() {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+// metricsOptions serves /metrics over HTTPS on addr, only to callers the
+// API server authenticates (TokenReview) and authorizes (SubjectAccessReview
+// for get on the nonResourceURL /metrics, which the ClusterRole
+// z8r-metrics-reader grants). The certificate comes from certDir (tls.crt,
+// tls.key, watched for changes) or, when certDir is empty, is self-signed at
+// start. HTTP/2 is off (the endpoint needs none of it, and it keeps the server out
+// of HTTP/2's stream-reset floods).
+func metricsOptions(addr, certDir string) metricsserver.Options {
+	return metricsserver.Options{
+		BindAddress:    addr,
+		SecureServing:  true,
+		FilterProvider: filters.WithAuthenticationAndAuthorization,
+		CertDir:        certDir,
+		TLSOpts:        []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	}
+}
+
+// checkCertDir fails when certDir is set but lacks tls.crt or tls.key:
+// controller-runtime would otherwise fall back to a self-signed certificate
+// without a word.
+func checkCertDir(certDir string) error {
+	if certDir == "" {
+		return nil
+	}
+	for _, name := range []string{"tls.crt", "tls.key"} {
+		if _, err := os.Stat(filepath.Join(certDir, name)); err != nil {
+			return fmt.Errorf("metrics certificate: %w", err)
+		}
+	}
+	return nil
 }
 
 // offsetClock is the wall clock moved by a fixed offset (--clock-offset).

@@ -58,7 +58,7 @@ func (b *bed) dial(t *testing.T, name string) *agent.Client {
 	t.Helper()
 	a := b.agents[name]
 	c, err := agent.Dial(context.Background(), a.Addr, agent.ClientConfig{
-		Signer: b.keys.Controller, HostKey: a.HostKey, Dial: b.net.DialContext})
+		Signer: b.keys.Controller, HostKey: a.HostKey, Dial: b.net.DialContext, GrantAuthority: b.keys.Controller})
 	if err != nil {
 		t.Fatal(err)
 	}

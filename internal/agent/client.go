@@ -43,6 +43,11 @@ type ClientConfig struct {
 	// and fails with ErrOutputLimit, so a hostile agent cannot grow the
 	// caller's memory (default DefaultMaxOutput; negative disables).
 	MaxOutput int64
+	// GrantAuthority, when set, signs a grant (IssueGrant, valid
+	// DefaultGrantLifetime) for each Transfer whose request carries none:
+	// for exactly that request, certifying the host key this client
+	// verified on the source agent. The controller sets its own key.
+	GrantAuthority ssh.Signer
 	// RequestTimeout bounds a non-stream request when ctx has no earlier
 	// deadline; past it the request is cancelled and fails with
 	// ErrRequestTimeout (default DefaultRequestTimeout; negative disables).
@@ -60,6 +65,10 @@ type Client struct {
 	// maxOutput and requestTimeout bound non-stream requests (≤ 0: none).
 	maxOutput      int64
 	requestTimeout time.Duration
+	// hostKey is the key the agent presented and the callback accepted;
+	// grantAuthority signs transfer grants for it.
+	hostKey        ssh.PublicKey
+	grantAuthority ssh.Signer
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -67,6 +76,12 @@ type Client struct {
 
 // Dial connects to the agent at addr.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	return dial(ctx, addr, cfg, "z8r")
+}
+
+// dial connects to the agent at addr as user (GrantPrincipal for a
+// source agent's grant login).
+func dial(ctx context.Context, addr string, cfg ClientConfig, user string) (*Client, error) {
 	if cfg.Signer == nil {
 		return nil, errors.New("agent: client needs a key")
 	}
@@ -76,6 +91,15 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 			return nil, errors.New("agent: client needs the agent's pinned host key")
 		}
 		cb = ExactHostKey(cfg.HostKey)
+	}
+	var presented ssh.PublicKey
+	verify := cb
+	cb = func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+		if err := verify(hostname, remote, key); err != nil {
+			return err
+		}
+		presented = key
+		return nil
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
@@ -95,7 +119,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		_ = nc.SetDeadline(dl)
 	}
 	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{
-		User:            "z8r",
+		User:            user,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
 		HostKeyCallback: cb,
 		Timeout:         cfg.Timeout,
@@ -113,7 +137,8 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	c := &Client{conn: ssh.NewClient(sc, chans, reqs), addr: addr, closed: make(chan struct{}),
-		dial: cfg.Dial, dataConn: !cfg.SSHDataPath, maxOutput: cfg.MaxOutput, requestTimeout: cfg.RequestTimeout}
+		dial: cfg.Dial, dataConn: !cfg.SSHDataPath, maxOutput: cfg.MaxOutput, requestTimeout: cfg.RequestTimeout,
+		hostKey: presented, grantAuthority: cfg.GrantAuthority}
 	c.zfs = zfsexec.New(c.Runner())
 	go func() {
 		_ = c.conn.Wait()
@@ -223,8 +248,17 @@ func (r remoteRunner) Run(ctx context.Context, cmd zfsexec.Command) error {
 
 // Transfer asks the agent to send req.Send straight to the target agent.
 // progress, if set, is called as progress reports arrive. Cancelling ctx
-// stops both ends.
+// stops both ends. With ClientConfig.GrantAuthority set and req.Grant
+// empty, the grant for exactly req is issued here.
 func (c *Client) Transfer(ctx context.Context, req TransferRequest, progress func(Progress)) (Result, error) {
+	if req.Grant == "" && c.grantAuthority != nil {
+		cert, err := IssueGrant(c.grantAuthority, c.hostKey, Grant{Send: req.Send, Recv: req.Recv, TargetAddr: req.TargetAddr, TargetHostKey: req.TargetHostKey},
+			time.Now(), DefaultGrantLifetime)
+		if err != nil {
+			return Result{}, fmt.Errorf("agent %s: transfer grant: %w", c.addr, err)
+		}
+		req.Grant = MarshalPublicKey(cert)
+	}
 	var res Result
 	err := c.request(ctx, ChanTransfer, req, nil, nil, func(st exitStatus) {
 		res = Result{Bytes: st.Bytes, ElapsedMillis: st.Elapsed}

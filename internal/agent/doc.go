@@ -1,11 +1,35 @@
 // Package agent is z8r's node executor: an SSH endpoint (Server) that runs
 // typed ZFS requests on one node, and its Client.
 //
-// Contract of the Server (docs/security.md maps each line to its test):
-//   - Only keys listed in the authorized keys log in; an authorized_keys
-//     line with options, or one that does not parse, makes the whole file
-//     unusable (every login refused, the error logged naming the line),
-//     since the agent would not enforce the options.
+// Who may do what (docs/security.md maps each line to its test):
+//   - The keys in the authorized keys (the controller's) log in with full
+//     authority: every request below. They are also the only authorities
+//     whose transfer grants are honoured. An authorized_keys line with
+//     options, or one that does not parse, makes the whole file unusable
+//     (every login refused, the error logged naming the line), since the
+//     agent would not enforce the options.
+//   - A node's identity is its agent's host key (ServerConfig.HostKey,
+//     generated on the node). No key is shared by nodes. A node's plain
+//     host key logs in nowhere.
+//   - Another agent logs in only with its host key certified by a grant
+//     (grant.go, grantconn.go): an SSH user certificate signed by an
+//     authorized key, principal and login user GrantPrincipal, within its
+//     validity window (at most MaxGrantLifetime), no critical option but
+//     the grant, the grant naming this agent's host key, its serial never
+//     used before (marked used once the handshake completes, remembered
+//     until it expires). Such a connection may run, on ChanRun only, the
+//     reads zfsexec.ZFS.Recv makes before receiving and exactly one zfs
+//     recv: the argv of the grant's RecvOptions, still checked by Policy
+//     and CheckEffect. Nothing else; every refusal is audited with the
+//     certificate's key id, serial and key fingerprint.
+//   - A transfer request (ChanTransfer, from the controller) carries the
+//     grant; the source agent refuses, before anything runs, one without a
+//     grant or whose grant is not signed by an authorized key, not for its
+//     own host key, not valid now, or not equal to the request field by
+//     field. It then dials only the grant's TargetAddr, verifies the
+//     grant's TargetHostKey, on a connection of its own per transfer.
+//
+// Contract of the Server's requests:
 //   - Only the channels ChanRun and ChanTransfer are served; payloads are
 //     decoded strictly (protocol.go) and checked by Policy before anything
 //     starts; a refused request starts nothing. Policy.Check judges an argv
@@ -38,7 +62,9 @@
 //     *zfsexec.CommandError, RefusedError or sentinel (errors.Is) the agent
 //     saw.
 //
-// The Client bounds non-stream requests itself too (ClientConfig.MaxOutput,
+// The Client issues the grant of each Transfer itself when
+// ClientConfig.GrantAuthority is set (for the host key it verified on the
+// source). It bounds non-stream requests itself too (ClientConfig.MaxOutput,
 // RequestTimeout), so a hostile agent cannot grow the caller's memory or
 // hang it, and honours one data ticket per channel (a second one ends the
 // request with ErrProtocol).

@@ -74,6 +74,8 @@ func FuzzDecodeTransferRequest(f *testing.F) {
 		`{"send":{"Snapshot":"tank/a@s","From":"other/b@s0"},"targetAddr":"x:1","targetHostKey":"k","recv":{"Target":"tank/a"}}`,
 		`{"send":{"Snapshot":"tank/a@s"},"targetAddr":"","targetHostKey":"","recv":{"Target":"../x"}}`,
 		`{"send":{"Snapshot":"tank/a@s","Bogus":true}}`, `{}`, `null`, `{"send":1}`,
+		`{"send":{"Snapshot":"tank/a@s"},"targetAddr":"10.0.0.2:2022","targetHostKey":"` + hk + `","recv":{"Target":"tank/a","Unmounted":true},"grant":"ssh-ed25519-cert-v01@openssh.com AAAA"}`,
+		`{"send":{"Snapshot":"tank/a@s"},"targetAddr":"x:1","targetHostKey":"k","recv":{"Target":"tank/a"},"grant":7}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -141,6 +143,51 @@ func FuzzExitStatus(f *testing.F) {
 			if back.Kind != st.Kind {
 				t.Fatalf("kind %q came back as %q", st.Kind, back.Kind)
 			}
+		}
+	})
+}
+
+// FuzzGrantDecode: the grant a certificate's critical option carries
+// (signed by the controller, but decoded by agents that must not crash on
+// anything). Decoding never panics; every error is ErrGrant; an accepted
+// grant names a target, a valid host key, a valid send and receive, and
+// survives a re-encoding unchanged.
+func FuzzGrantDecode(f *testing.F) {
+	hk := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+	for _, s := range []string{
+		`{"send":{"Snapshot":"tank/a@s2","From":"@s1"},"recv":{"Target":"tank/a","Unmounted":true,"Incremental":true,"BaseGUID":42,"BaseName":"s1"},"targetAddr":"10.0.0.2:2022","targetHostKey":"` + hk + `"}`,
+		`{"send":{"Snapshot":"tank/a@s"},"recv":{"Target":"tank/a","SetProps":{"readonly":"on"},"ExcludeProps":["mountpoint"]},"targetAddr":"x:1","targetHostKey":"` + hk + `"}`,
+		`{"send":{"Snapshot":"tank/a@s"},"recv":{"Target":"tank/a"},"targetAddr":"x:1","targetHostKey":"k"}`,
+		`{"send":{"Snapshot":"tank/a@s"},"recv":{"Target":"../a"},"targetAddr":"x:1","targetHostKey":"` + hk + `"}`,
+		`{"send":{"Snapshot":"tank/a@s"},"recv":{"Target":"tank/a"},"targetAddr":"","targetHostKey":"` + hk + `"}`,
+		`{"send":{"Snapshot":"tank/a@s"},"recv":{"Target":"tank/a"},"targetAddr":"x:1","targetHostKey":"` + hk + `","extra":1}`,
+		`{}`, `null`, `[]`, `{"send":{}} {}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g, err := decodeGrant(b)
+		if err != nil {
+			if !errors.Is(err, ErrGrant) {
+				t.Fatalf("decode error %v is not ErrGrant", err)
+			}
+			return
+		}
+		if g.TargetAddr == "" {
+			t.Fatalf("accepted a grant without a target address: %+v", g)
+		}
+		if _, err := g.targetHostKey(); err != nil {
+			t.Fatalf("accepted a grant with host key %q: %v", g.TargetHostKey, err)
+		}
+		if _, err := g.Send.Validate(); err != nil {
+			t.Fatalf("accepted send %+v: %v", g.Send, err)
+		}
+		if _, err := g.Recv.Validate(); err != nil {
+			t.Fatalf("accepted receive %+v: %v", g.Recv, err)
+		}
+		again, err := decodeGrant(mustJSON(g))
+		if err != nil || !reflect.DeepEqual(again, g) {
+			t.Fatalf("re-encoded %+v decodes to %+v, %v", g, again, err)
 		}
 	})
 }

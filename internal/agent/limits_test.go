@@ -39,9 +39,6 @@ func startServerCfg(t *testing.T, cfg ServerConfig, client ssh.Signer, l net.Lis
 	if cfg.Policy.Pools == nil {
 		cfg.Policy = Policy{Pools: []string{"tank"}}
 	}
-	if cfg.ClientKey == nil {
-		cfg.ClientKey = newSigner(t)
-	}
 	if cfg.Log.GetSink() == nil {
 		cfg.Log = logr.Discard()
 	}
@@ -407,13 +404,10 @@ func (r stallRunner) Run(ctx context.Context, c zfsexec.Command) error {
 func TestServer_TransferStallAborted(t *testing.T) {
 	key := newSigner(t)
 	ended := make(chan string, 4)
-	srcKey := newSigner(t)
-	// The target admits the source's client key.
-	target := startServerCfg(t, ServerConfig{Runner: stallRunner{ended}, AuthorizedKeys: func() ([]ssh.PublicKey, error) {
-		return []ssh.PublicKey{key.PublicKey(), srcKey.PublicKey()}, nil
-	}}, key, nil)
-	source := startServerCfg(t, ServerConfig{Runner: stallRunner{ended}, ClientKey: srcKey, StallTimeout: 400 * time.Millisecond}, key, nil)
-	c := source.dial(t, key, ClientConfig{})
+	// The source logs in to the target with the grant key signs.
+	target := startServerCfg(t, ServerConfig{Runner: stallRunner{ended}}, key, nil)
+	source := startServerCfg(t, ServerConfig{Runner: stallRunner{ended}, StallTimeout: 400 * time.Millisecond}, key, nil)
+	c := source.dial(t, key, ClientConfig{GrantAuthority: key})
 	start := time.Now()
 	_, err := c.Transfer(context.Background(), TransferRequest{
 		Send:       zfsexec.SendOptions{Snapshot: "tank/a@s"},

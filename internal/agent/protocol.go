@@ -98,7 +98,8 @@ type runRequest struct {
 
 // TransferRequest tells a source agent to stream a snapshot to a target
 // agent: the source runs `zfs send`, dials the target over SSH (verifying
-// exactly TargetHostKey) and feeds the target's `zfs recv`.
+// exactly TargetHostKey, logging in with its host key certified by Grant)
+// and feeds the target's `zfs recv`.
 type TransferRequest struct {
 	Send zfsexec.SendOptions `json:"send"`
 	// TargetAddr is the target agent's host:port.
@@ -108,6 +109,11 @@ type TransferRequest struct {
 	TargetHostKey string `json:"targetHostKey"`
 	// Recv is the receive on the target.
 	Recv zfsexec.RecvOptions `json:"recv"`
+	// Grant is the controller's grant for exactly this transfer: an SSH
+	// user certificate in authorized_keys format (IssueGrant). The source
+	// refuses a transfer without one, or one that differs from the request
+	// in any field; the target admits only what it names.
+	Grant string `json:"grant,omitempty"`
 }
 
 // Progress is reported while a transfer runs.

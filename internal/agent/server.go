@@ -18,18 +18,19 @@ import (
 
 // ServerConfig configures an agent's SSH endpoint.
 type ServerConfig struct {
-	// HostKey identifies the agent; clients pin it.
+	// HostKey identifies the agent; clients pin it. It is also the
+	// node's identity when it dials another agent for a transfer, certified
+	// by the transfer's grant (grant.go).
 	HostKey ssh.Signer
-	// AuthorizedKeys returns the client keys allowed in. It is called on
-	// every login, so a rotated Secret takes effect without a restart.
+	// AuthorizedKeys returns the client keys allowed in with full
+	// authority (the controller's), which are also the only authorities
+	// whose transfer grants are honoured. It is called on every login, so
+	// a rotated Secret takes effect without a restart.
 	AuthorizedKeys func() ([]ssh.PublicKey, error)
 	// Policy decides which ZFS commands run.
 	Policy Policy
 	// Runner runs the allowed commands on this node.
 	Runner zfsexec.Runner
-	// ClientKey is the identity this agent presents when it dials another
-	// agent for a transfer.
-	ClientKey ssh.Signer
 	// Dial, if set, opens connections to other agents (tests use it to
 	// dial inside a network namespace).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -91,10 +92,15 @@ func (c *ServerConfig) setDefaults() {
 // Server is a node agent's SSH endpoint. It accepts only the typed requests
 // of this package's protocol: no shell, no arbitrary exec.
 type Server struct {
-	cfg          ServerConfig
-	zfs          *zfsexec.ZFS
-	peers        *Peers
-	data         *dataServer
+	cfg  ServerConfig
+	zfs  *zfsexec.ZFS
+	used usedSerials
+	data *dataServer
+	// accepted holds, per remote address, the login the key callback
+	// accepted and that has not finished its handshake yet: if the
+	// client's signature then fails (a copied certificate or public key
+	// without its private key), handleConn audits the refusal.
+	accepted     sync.Map // remote address -> client
 	unauth       *connLimiter
 	acceptErrors atomic.Int64
 
@@ -119,15 +125,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{},
 		unauth: newConnLimiter(cfg.MaxUnauthConns, cfg.MaxUnauthPerAddr)}
-	if cfg.ClientKey != nil {
-		s.peers = NewPeers(cfg.ClientKey, cfg.Dial)
-	}
 	return s, nil
 }
 
 func (s *Server) sshConfig() *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			if cert, ok := key.(*ssh.Certificate); ok {
+				return s.grantLogin(meta, cert)
+			}
 			fp := ssh.FingerprintSHA256(key)
 			keys, err := s.cfg.AuthorizedKeys()
 			if err != nil {
@@ -139,7 +145,8 @@ func (s *Server) sshConfig() *ssh.ServerConfig {
 			}
 			for _, k := range keys {
 				if keysEqual(k, key) {
-					return &ssh.Permissions{Extensions: map[string]string{"fingerprint": fp}}, nil
+					s.accepted.Store(meta.RemoteAddr().String(), client{remote: meta.RemoteAddr().String(), fingerprint: fp})
+					return &ssh.Permissions{Extensions: map[string]string{extFingerprint: fp}}, nil
 				}
 			}
 			s.audit(auditRecord{Remote: meta.RemoteAddr().String(), Fingerprint: fp, Request: "login", Outcome: outcomeRefused, Reason: "unknown client key"})
@@ -210,8 +217,9 @@ func (s *Server) Stats() Stats {
 	return Stats{Unauthenticated: s.unauth.unauthenticated(), RefusedConns: s.unauth.refused.Load(), AcceptErrors: s.acceptErrors.Load()}
 }
 
-// Close stops accepting, closes every connection (which cancels their
-// requests and kills their processes) and closes peer connections.
+// Close stops accepting and closes every connection (which cancels their
+// requests, kills their processes and closes the connections their
+// transfers opened to other agents).
 func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
@@ -225,9 +233,6 @@ func (s *Server) Close() error {
 	for c := range conns {
 		_ = c.Close()
 	}
-	if s.peers != nil {
-		s.peers.Close()
-	}
 	return nil
 }
 
@@ -236,11 +241,28 @@ func (s *Server) Close() error {
 func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig, release func()) {
 	conn, chans, reqs, err := ssh.NewServerConn(nc, cfg)
 	release()
+	pending, wasAccepted := s.accepted.LoadAndDelete(nc.RemoteAddr().String())
 	if err != nil {
+		if wasAccepted {
+			// The key was acceptable but the handshake failed after it,
+			// typically a signature that does not verify: a key or a
+			// grant certificate presented without its private key.
+			s.audit(pending.(client).record("login", nil, outcomeRefused, "handshake failed after the key was accepted: "+err.Error()))
+		}
 		_ = nc.Close()
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
+	who := client{remote: conn.RemoteAddr().String(), fingerprint: conn.Permissions.Extensions[extFingerprint]}
+	gc, err := s.grantOf(conn.Permissions)
+	if gc != nil {
+		who.grant, who.keyID, who.serial = true, gc.keyID, gc.serial
+	}
+	if err != nil {
+		s.audit(who.record("login", nil, outcomeRefused, err.Error()))
+		_ = conn.Close()
+		return
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -249,9 +271,8 @@ func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig, release func()) 
 	}
 	s.conns[conn] = struct{}{}
 	s.mu.Unlock()
-	who := client{remote: conn.RemoteAddr().String(), fingerprint: conn.Permissions.Extensions["fingerprint"]}
 	log := s.cfg.Log.WithValues("remote", who.remote, "fingerprint", who.fingerprint)
-	log.V(1).Info("client connected")
+	log.V(1).Info("client connected", "grant", who.keyID)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() {
 		cancel()
@@ -264,8 +285,13 @@ func (s *Server) handleConn(nc net.Conn, cfg *ssh.ServerConfig, release func()) 
 	for nch := range chans {
 		switch nch.ChannelType() {
 		case ChanRun:
-			go s.handleRun(ctx, who, nch)
+			go s.handleRun(ctx, who, gc, nch)
 		case ChanTransfer:
+			if gc != nil {
+				s.audit(who.record(ChanTransfer, nil, outcomeRefused, "a grant connection may not ask for transfers"))
+				_ = nch.Reject(ssh.Prohibited, "a grant connection may not ask for transfers")
+				continue
+			}
 			go s.handleTransfer(ctx, who, log, nch)
 		default:
 			s.audit(who.record(nch.ChannelType(), nil, outcomeRefused, "unknown request type"))
@@ -313,14 +339,20 @@ func (s *Server) checkRun(ctx context.Context, argv []string) error {
 	return CheckEffect(ctx, s.zfs, argv)
 }
 
-func (s *Server) handleRun(ctx context.Context, who client, nch ssh.NewChannel) {
+// handleRun serves a ChanRun request; gc is the connection's grant (nil
+// for the controller's key), which then decides what may run.
+func (s *Server) handleRun(ctx context.Context, who client, gc *grantConn, nch ssh.NewChannel) {
 	req, err := decodeRunRequest(nch.ExtraData())
 	if err != nil {
 		s.audit(who.record(ChanRun, nil, outcomeRefused, err.Error()))
 		_ = nch.Reject(ssh.Prohibited, err.Error())
 		return
 	}
-	if err := s.checkRun(ctx, req.Argv); err != nil {
+	check := s.checkRun
+	if gc != nil {
+		check = func(ctx context.Context, argv []string) error { return s.checkGrantRun(ctx, gc, argv) }
+	}
+	if err := check(ctx, req.Argv); err != nil {
 		s.audit(who.record(ChanRun, req.Argv, outcomeRefused, refusalReason(err)))
 		_ = nch.Reject(ssh.Prohibited, refusalReason(err))
 		return
@@ -415,20 +447,18 @@ func (s *Server) handleTransfer(ctx context.Context, who client, log logr.Logger
 		return
 	}
 	argv := transferArgv(req)
-	if s.peers == nil {
-		s.audit(who.record(ChanTransfer, argv, outcomeRefused, "this agent has no client key for transfers"))
-		_ = nch.Reject(ssh.Prohibited, "this agent has no client key for transfers")
-		return
+	// The grant first: a transfer it does not cover starts nothing, not
+	// even a capability probe.
+	cert, grant, err := s.checkTransferGrant(req)
+	if cert != nil {
+		who.keyID, who.serial = cert.KeyId, cert.Serial
 	}
-	if err := s.checkTransfer(ctx, req); err != nil {
+	if err == nil {
+		err = s.checkTransfer(ctx, req)
+	}
+	if err != nil {
 		s.audit(who.record(ChanTransfer, argv, outcomeRefused, refusalReason(err)))
 		_ = nch.Reject(ssh.Prohibited, refusalReason(err))
-		return
-	}
-	hostKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(req.TargetHostKey))
-	if err != nil {
-		s.audit(who.record(ChanTransfer, argv, outcomeRefused, "target host key: "+err.Error()))
-		_ = nch.Reject(ssh.Prohibited, "target host key: "+err.Error())
 		return
 	}
 	ch, chCtx, cancel, err := accept(ctx, nch)
@@ -439,14 +469,42 @@ func (s *Server) handleTransfer(ctx context.Context, who client, log logr.Logger
 	s.audit(who.record(ChanTransfer, argv, outcomeAccepted, ""))
 	ctx, stop := context.WithCancelCause(chCtx)
 	defer stop(nil)
-	log = log.WithValues("snapshot", req.Send.Snapshot, "from", req.Send.From, "target", req.TargetAddr, "dataset", req.Recv.Target)
+	log = log.WithValues("snapshot", req.Send.Snapshot, "from", req.Send.From, "target", req.TargetAddr, "dataset", req.Recv.Target, "grant", cert.KeyId)
 	start := time.Now()
-	res, err := s.transfer(ctx, stop, req, hostKey, ch)
+	res, err := s.transfer(ctx, stop, cert, grant, ch)
 	st := endStatus(ctx, err)
 	st.Bytes, st.Elapsed = res.Bytes, time.Since(start).Milliseconds()
 	log.V(1).Info("transfer finished", "bytes", res.Bytes, "duration", time.Since(start).String(), "error", errString(err))
 	s.audit(who.finished(ChanTransfer, argv, st, time.Since(start)))
 	finish(ch, st)
+}
+
+// checkTransferGrant refuses a transfer that carries no grant, or one not
+// signed by an authorized key, not for this agent's host key, outside its
+// validity window, or not matching the request field by field.
+func (s *Server) checkTransferGrant(req TransferRequest) (*ssh.Certificate, Grant, error) {
+	if req.Grant == "" {
+		return nil, Grant{}, refuse("transfer without a grant")
+	}
+	cert, err := ParseGrant(req.Grant)
+	if err != nil {
+		return nil, Grant{}, refuse("%v", err)
+	}
+	keys, err := s.cfg.AuthorizedKeys()
+	if err != nil {
+		return cert, Grant{}, refuse("authorized keys unusable: %v", err)
+	}
+	g, err := verifyGrant(cert, keys, time.Now())
+	if err != nil {
+		return cert, Grant{}, refuse("%v", err)
+	}
+	if !keysEqual(cert.Key, s.cfg.HostKey.PublicKey()) {
+		return cert, Grant{}, refuse("%v", grantErr("the grant is for another node's key (%s)", ssh.FingerprintSHA256(cert.Key)))
+	}
+	if err := g.matchesRequest(req); err != nil {
+		return cert, Grant{}, refuse("%v", err)
+	}
+	return cert, g, nil
 }
 
 // refusalReason is what a refused client reads (the client wraps it in its
@@ -497,11 +555,24 @@ func checkTransferRequest(p Policy, req TransferRequest) error {
 	return p.Check(argv)
 }
 
-func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, req TransferRequest, hostKey ssh.PublicKey, ch ssh.Channel) (Result, error) {
-	peer, err := s.peers.Get(ctx, req.TargetAddr, hostKey)
+// transfer runs the granted transfer: it dials exactly the grant's target,
+// verifying the granted host key, logs in with its host key certified by
+// the grant, and pipes the send into the target's receive. The connection
+// is the transfer's own and closed when it ends.
+func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, cert *ssh.Certificate, g Grant, ch ssh.Channel) (Result, error) {
+	hostKey, err := g.targetHostKey()
 	if err != nil {
 		return Result{}, err
 	}
+	signer, err := ssh.NewCertSigner(cert, s.cfg.HostKey)
+	if err != nil {
+		return Result{}, fmt.Errorf("agent: grant signer: %w", err)
+	}
+	peer, err := dial(ctx, g.TargetAddr, ClientConfig{Signer: signer, HostKey: hostKey, Dial: s.cfg.Dial}, GrantPrincipal)
+	if err != nil {
+		return Result{}, err
+	}
+	defer peer.Close()
 	start := time.Now()
 	cw := &zfsexec.CountingWriter{}
 	// A stall (no byte for StallTimeout) cancels both ends as a client's
@@ -523,18 +594,9 @@ func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, req
 			}
 		}
 	}()
-	n, err := zfsexec.PipeCounted(ctx, s.zfs, req.Send, peer.ZFS(), req.Recv, cw)
+	n, err := zfsexec.PipeCounted(ctx, s.zfs, g.Send, peer.ZFS(), g.Recv, cw)
 	close(done)
-	if err != nil && isConnErr(err) {
-		// The peer connection broke; drop it so the next transfer redials.
-		s.peers.Drop(req.TargetAddr, hostKey, peer)
-	}
 	return Result{Bytes: n, ElapsedMillis: time.Since(start).Milliseconds()}, err
-}
-
-func isConnErr(err error) bool {
-	var re *RemoteError
-	return errors.Is(err, io.EOF) || errors.Is(err, ErrUnreachable) || (errors.As(err, &re) && re.Kind == kindInternal)
 }
 
 func errString(err error) string {

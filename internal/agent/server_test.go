@@ -44,7 +44,6 @@ func startServer(t *testing.T, r zfsexec.Runner, client ssh.Signer) (addr string
 		AuthorizedKeys: func() ([]ssh.PublicKey, error) { return []ssh.PublicKey{client.PublicKey()}, nil },
 		Policy:         Policy{Pools: []string{"tank"}},
 		Runner:         r,
-		ClientKey:      newSigner(t),
 		Log:            logr.Discard(),
 	})
 	if err != nil {
@@ -65,7 +64,7 @@ func TestServer_RefusesBadRequestsWithoutRunning(t *testing.T) {
 	key := newSigner(t)
 	addr, hk := startServer(t, failRunner{t}, key)
 	ctx := context.Background()
-	c, err := Dial(ctx, addr, ClientConfig{Signer: key, HostKey: hk})
+	c, err := Dial(ctx, addr, ClientConfig{Signer: key, HostKey: hk, GrantAuthority: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,8 +84,9 @@ func TestServer_RefusesBadRequestsWithoutRunning(t *testing.T) {
 		}
 	}
 	// A transfer whose send names a pool outside the allow-list.
-	_, err = c.Transfer(ctx, TransferRequest{Send: zfsexec.SendOptions{Snapshot: "other/a@s"}, TargetAddr: "127.0.0.1:1", TargetHostKey: MarshalPublicKey(hk)}, nil)
-	if !errors.Is(err, ErrRefused) {
+	_, err = c.Transfer(ctx, TransferRequest{Send: zfsexec.SendOptions{Snapshot: "other/a@s"}, TargetAddr: "127.0.0.1:1", TargetHostKey: MarshalPublicKey(hk),
+		Recv: zfsexec.RecvOptions{Target: "tank/a", Unmounted: true}}, nil)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "outside the pools") {
 		t.Errorf("transfer outside allow-list: %v", err)
 	}
 }

@@ -211,7 +211,7 @@ func TestPlugin_AgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := p.ok("init-keys")
-		for _, name := range []string{SecretControllerKey, SecretAgentPeerKey, SecretAgentAuthorizedKeys} {
+		for _, name := range []string{SecretControllerKey, SecretAgentAuthorizedKeys} {
 			if !strings.Contains(out, "secret/"+name+" created") {
 				t.Errorf("init-keys output lacks %s:\n%s", name, out)
 			}
@@ -236,7 +236,7 @@ func TestPlugin_AgainstAPIServer(t *testing.T) {
 		// --print creates nothing and writes Secrets that kubectl could apply.
 		printed := p.ok("init-keys", "--print", "-n", "elsewhere")
 		objs, err := manifests.Parse([]byte(printed))
-		if err != nil || len(objs) != 3 {
+		if err != nil || len(objs) != 2 {
 			t.Fatalf("init-keys --print: %d objects, %v:\n%s", len(objs), err, printed)
 		}
 		for _, o := range objs {

@@ -170,12 +170,13 @@ targets lack. (It does not take an unscheduled snapshot.)`,
 	initKeys := &cobra.Command{
 		Use:   "init-keys",
 		Short: "Create the SSH key Secrets the controller and the agents mount",
-		Long: `init-keys generates two ed25519 key pairs, the controller's and the agents'
-peer key, and creates the Secrets deploy/ mounts, in z8r-system (or -n):
+		Long: `init-keys generates the controller's ed25519 key pair and creates the
+Secrets deploy/ mounts, in z8r-system (or -n):
 
   ` + SecretControllerKey + `         id_ed25519, id_ed25519.pub (controller)
-  ` + SecretAgentPeerKey + `         id_ed25519, id_ed25519.pub (agent to agent)
-  ` + SecretAgentAuthorizedKeys + `  controller.pub, agent-peer.pub (what agents accept)
+  ` + SecretAgentAuthorizedKeys + `  controller.pub (what agents accept)
+
+Agents share no key: each one's identity is its own host key.
 
 It never replaces existing Secrets. With --print it writes them as YAML
 instead (for GitOps or sealed-secrets) and creates nothing.`,

@@ -19,32 +19,25 @@ const (
 	// SecretControllerKey holds the controller's SSH client key
 	// (mounted at /etc/z8r/controller-key).
 	SecretControllerKey = "z8r-controller-key"
-	// SecretAgentPeerKey holds the key agents present to each other for
-	// transfers (mounted at /etc/z8r/peer-key).
-	SecretAgentPeerKey = "z8r-agent-peer-key"
-	// SecretAgentAuthorizedKeys holds the public keys agents accept: the
-	// controller's and the peer key (mounted at /etc/z8r/authorized-keys,
-	// every file is read).
+	// SecretAgentAuthorizedKeys holds the public keys agents accept with
+	// full authority, and whose transfer grants they honour: the
+	// controller's (mounted at /etc/z8r/authorized-keys, every file is
+	// read). No private key is shared by the agents: each node's identity
+	// is its own host key, generated on the node.
 	SecretAgentAuthorizedKeys = "z8r-agent-authorized-keys"
 
-	// KeyPrivate and KeyPublic are the keys of the two key pairs' Secrets.
+	// KeyPrivate and KeyPublic are the keys of SecretControllerKey.
 	KeyPrivate = "id_ed25519"
 	KeyPublic  = "id_ed25519.pub"
-	// KeyAuthorizedController and KeyAuthorizedPeer are the files of
-	// SecretAgentAuthorizedKeys.
+	// KeyAuthorizedController is the file of SecretAgentAuthorizedKeys.
 	KeyAuthorizedController = "controller.pub"
-	KeyAuthorizedPeer       = "agent-peer.pub"
 )
 
-// KeySecrets generates the controller key and the agent peer key (ed25519,
-// from random) and returns the three Secrets deploy/ expects in namespace:
-// SecretControllerKey, SecretAgentPeerKey and SecretAgentAuthorizedKeys.
+// KeySecrets generates the controller key (ed25519, from random) and
+// returns the two Secrets deploy/ expects in namespace:
+// SecretControllerKey and SecretAgentAuthorizedKeys.
 func KeySecrets(namespace string, random io.Reader) ([]*corev1.Secret, error) {
 	ctrlPriv, ctrlPub, err := newKey(random, "z8r-controller")
-	if err != nil {
-		return nil, err
-	}
-	peerPriv, peerPub, err := newKey(random, "z8r-agent-peer")
 	if err != nil {
 		return nil, err
 	}
@@ -59,8 +52,7 @@ func KeySecrets(namespace string, random io.Reader) ([]*corev1.Secret, error) {
 	}
 	return []*corev1.Secret{
 		secret(SecretControllerKey, "controller", map[string][]byte{KeyPrivate: ctrlPriv, KeyPublic: ctrlPub}),
-		secret(SecretAgentPeerKey, "agent", map[string][]byte{KeyPrivate: peerPriv, KeyPublic: peerPub}),
-		secret(SecretAgentAuthorizedKeys, "agent", map[string][]byte{KeyAuthorizedController: ctrlPub, KeyAuthorizedPeer: peerPub}),
+		secret(SecretAgentAuthorizedKeys, "agent", map[string][]byte{KeyAuthorizedController: ctrlPub}),
 	}, nil
 }
 

@@ -23,9 +23,13 @@ func TestKeySecrets_Shape(t *testing.T) {
 		}
 		byName[s.Name] = s.Data
 	}
-	ctrl, peer, auth := byName[SecretControllerKey], byName[SecretAgentPeerKey], byName[SecretAgentAuthorizedKeys]
-	if ctrl == nil || peer == nil || auth == nil || len(byName) != 3 {
-		t.Fatalf("secrets = %v, want %s, %s, %s", byName, SecretControllerKey, SecretAgentPeerKey, SecretAgentAuthorizedKeys)
+	ctrl, auth := byName[SecretControllerKey], byName[SecretAgentAuthorizedKeys]
+	if ctrl == nil || auth == nil || len(byName) != 2 {
+		t.Fatalf("secrets = %v, want %s, %s", byName, SecretControllerKey, SecretAgentAuthorizedKeys)
+	}
+	// Agents authorize the controller's key alone: no key shared by nodes.
+	if len(auth) != 1 {
+		t.Errorf("authorized keys files %v, want only %s", auth, KeyAuthorizedController)
 	}
 	// Each private key parses as the agent and controller load it, and
 	// matches its public key and the authorized key.
@@ -35,7 +39,6 @@ func TestKeySecrets_Shape(t *testing.T) {
 		authorized []byte
 	}{
 		{"controller", ctrl, auth[KeyAuthorizedController]},
-		{"agent peer", peer, auth[KeyAuthorizedPeer]},
 	} {
 		signer, err := ssh.ParsePrivateKey(tc.pair[KeyPrivate])
 		if err != nil {
@@ -53,9 +56,6 @@ func TestKeySecrets_Shape(t *testing.T) {
 				t.Errorf("%s public key %q does not match its private key", tc.name, pubBytes)
 			}
 		}
-	}
-	if bytes.Equal(ctrl[KeyPrivate], peer[KeyPrivate]) {
-		t.Error("controller and peer keys are the same key")
 	}
 	if !strings.Contains(string(auth[KeyAuthorizedController]), "z8r-controller") {
 		t.Errorf("controller.pub = %q, want the comment z8r-controller", auth[KeyAuthorizedController])

@@ -13,7 +13,9 @@
 //     listed in config/crd and rendered.
 //   - dockerfile_test.go (no tag): every binary, path and ./cmd package the
 //     Dockerfile names exists, and every local package the binaries import
-//     is copied into the build stage.
+//     is copied into the build stage; dockerfile_labels_test.go: LABEL
+//     parsing. hack/images/imagebuild's tests use ParseDockerfile to keep
+//     the Dockerfile and `make images` describing the same images.
 //   - install_kube_test.go (tag kube): deploy/, the CRDs and the
 //     controller's ClusterRole regenerated and diffed (run make manifests),
 //     the deepcopy code too (run make generate); deploy/ applied with

@@ -25,6 +25,9 @@ type Stage struct {
 	// Entrypoint is the exec-form ENTRYPOINT (nil when absent).
 	Entrypoint []string
 	User       string
+	// Labels are the stage's LABEL key=value pairs, values unquoted but
+	// not expanded (a label may read "${VERSION}").
+	Labels map[string]string
 }
 
 // Copy is one COPY instruction.
@@ -48,8 +51,8 @@ var argRef = regexp.MustCompile(`\$\{(\w+)\}|\$(\w+)`)
 
 // ParseDockerfile reads instructions one per logical line (backslash
 // continuations joined, comments and blank lines skipped). It understands
-// ARG, FROM, COPY, RUN, ENTRYPOINT (exec form) and USER, and ignores the
-// rest.
+// ARG, FROM, COPY, RUN, ENTRYPOINT (exec form), USER and LABEL, and ignores
+// the rest.
 func ParseDockerfile(r io.Reader) (*Dockerfile, error) {
 	d := &Dockerfile{Args: map[string]string{}}
 	var cur *Stage
@@ -84,7 +87,7 @@ func ParseDockerfile(r io.Reader) (*Dockerfile, error) {
 				cur.Name = args[2]
 			}
 			d.Stages = append(d.Stages, cur)
-		case "COPY", "RUN", "ENTRYPOINT", "USER":
+		case "COPY", "RUN", "ENTRYPOINT", "USER", "LABEL":
 			if cur == nil {
 				return fmt.Errorf("line %d: %s before FROM", lineNo, instr)
 			}
@@ -103,6 +106,13 @@ func ParseDockerfile(r io.Reader) (*Dockerfile, error) {
 				}
 			case "USER":
 				cur.User = rest
+			case "LABEL":
+				if cur.Labels == nil {
+					cur.Labels = map[string]string{}
+				}
+				if err := parseLabels(rest, cur.Labels); err != nil {
+					return fmt.Errorf("line %d: %w", lineNo, err)
+				}
 			}
 		}
 		return nil
@@ -161,4 +171,50 @@ func parseCopy(rest string) (Copy, error) {
 	}
 	c.Sources, c.Dest = args[:len(args)-1], args[len(args)-1]
 	return c, nil
+}
+
+// parseLabels reads LABEL's key=value pairs (values bare or in double
+// quotes, with backslash escapes inside quotes) into into.
+func parseLabels(rest string, into map[string]string) error {
+	var words []string
+	var w strings.Builder
+	inWord, quoted, escaped := false, false, false
+	for _, r := range rest {
+		switch {
+		case escaped:
+			w.WriteRune(r)
+			escaped = false
+		case quoted && r == '\\':
+			escaped = true
+		case r == '"':
+			quoted = !quoted
+			inWord = true
+		case !quoted && (r == ' ' || r == '\t'):
+			if inWord {
+				words = append(words, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		return fmt.Errorf("LABEL %q: unterminated quote", rest)
+	}
+	if inWord {
+		words = append(words, w.String())
+	}
+	if len(words) == 0 {
+		return fmt.Errorf("LABEL %q: want KEY=VALUE...", rest)
+	}
+	for _, word := range words {
+		k, v, ok := strings.Cut(word, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("LABEL %q: %q is not KEY=VALUE", rest, word)
+		}
+		into[k] = v
+	}
+	return nil
 }

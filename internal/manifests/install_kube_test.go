@@ -314,7 +314,7 @@ func testAccess(t *testing.T, c client.Client) {
 		{agentUser, "list", z8r, "zfsnodes", "", "", "", no, "not needed"},
 		{agentUser, "watch", z8r, "zfsnodes", "", "", "", no, "not needed"},
 		{agentUser, "get", core, "secrets", "", "", ns, no, "keys are mounted volumes"},
-		{agentUser, "get", core, "secrets", "", "z8r-agent-peer-key", ns, no, "its own keys come as volumes too"},
+		{agentUser, "get", core, "secrets", "", "z8r-agent-authorized-keys", ns, no, "its keys come as volumes too"},
 		{agentUser, "get", core, "secrets", "", "z8r-controller-key", ns, no, "the controller's key"},
 		{agentUser, "list", core, "secrets", "", "", "", no, "any Secret"},
 		{agentUser, "watch", core, "secrets", "", "", "kube-system", no, "any Secret"},

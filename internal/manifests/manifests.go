@@ -119,7 +119,8 @@ func Rules(objs []*unstructured.Unstructured) ([]Rule, error) {
 
 // Wildcards describes every rule that grants with a wildcard ("*" as a
 // verb, resource, resource name or API group, or a "*" subresource such as
-// "pods/*") or grants non-resource URLs.
+// "pods/*") or grants non-resource URLs other than "/metrics" (what the
+// ClusterRole z8r-metrics-reader grants, for Prometheus).
 func Wildcards(rules []Rule) []string {
 	var out []string
 	star := func(field string, values []string, r Rule) {
@@ -134,7 +135,7 @@ func Wildcards(rules []Rule) []string {
 		star("resource", r.Resources, r)
 		star("apiGroup", r.APIGroups, r)
 		star("resourceName", r.ResourceNames, r)
-		if len(r.NonResourceURLs) > 0 {
+		if len(r.NonResourceURLs) > 0 && !slices.Equal(r.NonResourceURLs, []string{"/metrics"}) {
 			out = append(out, fmt.Sprintf("%s: nonResourceURLs %q", r.Role, r.NonResourceURLs))
 		}
 	}

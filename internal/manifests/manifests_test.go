@@ -47,8 +47,9 @@ func TestWildcards_Detects(t *testing.T) {
 	rules := []Rule{
 		{Role: "ClusterRole/a", PolicyRule: rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"*"}}},
 		{Role: "ClusterRole/b", PolicyRule: rbacv1.PolicyRule{APIGroups: []string{"*"}, Resources: []string{"pods/*"}, Verbs: []string{"get"}}},
-		{Role: "ClusterRole/c", PolicyRule: rbacv1.PolicyRule{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
+		{Role: "ClusterRole/c", PolicyRule: rbacv1.PolicyRule{NonResourceURLs: []string{"/metrics", "/debug/*"}, Verbs: []string{"get"}}},
 		{Role: "ClusterRole/ok", PolicyRule: rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"pods/status"}, Verbs: []string{"get"}}},
+		{Role: "ClusterRole/ok-metrics", PolicyRule: rbacv1.PolicyRule{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
 	}
 	got := Wildcards(rules)
 	if len(got) != 4 {
@@ -342,7 +343,7 @@ func TestDeploy_Controller(t *testing.T) {
 	d := controller(t, deployObjects(t))
 	spec := d.Spec.Template.Spec
 	c := container(t, spec, "controller")
-	for _, arg := range []string{"--leader-elect=true", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081",
+	for _, arg := range []string{"--leader-elect=true", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
 		"--ssh-key=/etc/z8r/controller-key/" + cli.KeyPrivate} {
 		if !hasArg(c, arg) {
 			t.Errorf("controller args %q lack %s", c.Args, arg)
@@ -427,11 +428,23 @@ func TestDeploy_Agent(t *testing.T) {
 
 	for _, arg := range []string{
 		"--node-name=$(NODE_NAME)", "--pools=$(Z8R_POOLS)", "--advertise-address=$(POD_IP):2022",
-		"--health-addr=$(POD_IP):2023", "--host-key=/var/lib/z8r/host_key", "--authorized-keys=/etc/z8r/authorized-keys",
-		"--client-key=/etc/z8r/peer-key/" + cli.KeyPrivate, "--zfs-prefix=nsenter -t 1 -m --",
+		"--health-addr=127.0.0.1:2023", "--host-key=/var/lib/z8r/host_key", "--authorized-keys=/etc/z8r/authorized-keys",
+		"--zfs-prefix=nsenter -t 1 -m --",
 	} {
 		if !hasArg(c, arg) {
 			t.Errorf("agent args %q lack %s", c.Args, arg)
+		}
+	}
+	// No private key is shared by the agents: each node's identity is its
+	// host key; only the controller's public key is mounted.
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--client-key") {
+			t.Errorf("agent args %q carry a shared client key", c.Args)
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName != cli.SecretAgentAuthorizedKeys {
+			t.Errorf("agent mounts Secret %s, want only %s (public keys)", v.Secret.SecretName, cli.SecretAgentAuthorizedKeys)
 		}
 	}
 	env := map[string]string{}
@@ -453,6 +466,16 @@ func TestDeploy_Agent(t *testing.T) {
 	}
 	checkProbe(t, "agent liveness", c.LivenessProbe, c, "/healthz", 2023)
 	checkProbe(t, "agent readiness", c.ReadinessProbe, c, "/readyz", 2023)
+	// Probes and metrics are served on the node's loopback only, never to
+	// the network unauthenticated.
+	for _, p := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe} {
+		if p == nil || p.HTTPGet == nil || p.HTTPGet.Host != "127.0.0.1" {
+			t.Errorf("agent probe %+v: want host 127.0.0.1 (the agent serves probes and metrics on loopback)", p)
+		}
+	}
+	if Find(objs, "Service", "z8r-agent-metrics") != nil {
+		t.Error("Service z8r-agent-metrics: the agent's metrics are not served to the network")
+	}
 	checkResources(t, "agent", c)
 	if sc := c.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		t.Errorf("agent security context %+v: want privileged (nsenter into the host) with a read-only root", sc)
@@ -463,7 +486,6 @@ func TestDeploy_Agent(t *testing.T) {
 		hostPath     string
 	}{
 		{path: "/etc/z8r/authorized-keys", secret: cli.SecretAgentAuthorizedKeys},
-		{path: "/etc/z8r/peer-key", secret: cli.SecretAgentPeerKey},
 		{path: "/var/lib/z8r", hostPath: "/var/lib/z8r"},
 	} {
 		v := volumeFor(spec, c, tc.path)

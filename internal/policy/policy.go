@@ -95,28 +95,42 @@ func RejectedNodes(problems []Problem) []string {
 // ID returns a stable identifier for a dataset on a node: lower-case
 // letters, digits and '-', at most 63 characters, ending in 8 hex digits of
 // a hash of node and dataset so that distinct pairs never share an ID.
-func ID(node, dataset string) string {
-	const maxReadable = 63 - 1 - 8
-	sum := sha256.Sum256([]byte(node + "\x00" + dataset))
-	var b strings.Builder
+// Hold tags derive from it: its output must never change.
+func ID(node, dataset string) string { return hashedID(63, 4, node, dataset) }
+
+// LongID is ID with 16 hex digits (64 bits) of the hash of a and b, at
+// most limit characters long (limit at least 17): for names a party may
+// try to collide with someone else's by choosing a and b.
+func LongID(limit int, a, b string) string { return hashedID(limit, 8, a, b) }
+
+// hashedID is a readable prefix of a-b, cut to fit limit, then '-' and
+// the first hashBytes bytes of SHA-256(a NUL b) in hex.
+func hashedID(limit, hashBytes int, a, b string) string {
+	maxReadable := limit - 1 - 2*hashBytes
+	sum := sha256.Sum256([]byte(a + "\x00" + b))
+	suffix := hex.EncodeToString(sum[:hashBytes])
+	if maxReadable < 1 {
+		return "x" + suffix
+	}
+	var sb strings.Builder
 	dash := false
-	for _, r := range strings.ToLower(node + "-" + dataset) {
+	for _, r := range strings.ToLower(a + "-" + b) {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			b.WriteRune(r)
+			sb.WriteRune(r)
 			dash = false
-		} else if !dash && b.Len() > 0 {
-			b.WriteByte('-')
+		} else if !dash && sb.Len() > 0 {
+			sb.WriteByte('-')
 			dash = true
 		}
-		if b.Len() >= maxReadable {
+		if sb.Len() >= maxReadable {
 			break
 		}
 	}
-	readable := strings.TrimRight(b.String(), "-")
+	readable := strings.TrimRight(sb.String(), "-")
 	if readable == "" {
-		return "x" + hex.EncodeToString(sum[:4])
+		return "x" + suffix
 	}
-	return readable + "-" + hex.EncodeToString(sum[:4])
+	return readable + "-" + suffix
 }
 
 // replicaEntry is one SRC[:DST] entry.

@@ -42,7 +42,7 @@ func newPair(b testing.TB, poolSize string) *pair {
 	p.srcA = agentproc.Start(b, p.src, keys, agentproc.Options{Addr: n.Addr("src") + ":2022"})
 	p.dstA = agentproc.Start(b, p.dst, keys, agentproc.Options{Addr: n.Addr("dst") + ":2022"})
 	dial := func(a *agentproc.Agent) *agent.Client {
-		c, err := agent.Dial(context.Background(), a.Addr, agent.ClientConfig{Signer: keys.Controller, HostKey: a.HostKey, Dial: n.DialContext})
+		c, err := agent.Dial(context.Background(), a.Addr, agent.ClientConfig{Signer: keys.Controller, HostKey: a.HostKey, Dial: n.DialContext, GrantAuthority: keys.Controller})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -23,20 +23,23 @@
 //	node3:backup/x/       node3:backup/x/k8s/pvc-1
 //	node1:backup/         node1:backup/k8s/pvc-1  (a copy in another pool of the same node)
 //
-// Blanks around entries and empty entries are ignored and repeats dropped;
-// an empty value asks for no replication (so a VolumeSnapshot can opt out
-// of what its PVC asks). A target that resolves to the source itself is
+// Blanks around entries and empty entries are ignored and repeats dropped.
+// ParseTargets accepts an empty value (no entry); z8r's controllers treat
+// one on a PVC or VolumeSnapshot as an error, not as "replicate nothing". A target that resolves to the source itself is
 // ErrSelfTarget. NODE:DATASET on a class or on a PVC whose snapshots are
 // many is fine (every snapshot of one PVC goes to the same replica
 // dataset); on a VolumeSnapshotClass prefer NODE or NODE:PARENT/, since a
 // fixed DATASET would make the replicas of different PVCs collide (z8r
 // then reports the second one's conflict, and destroys nothing).
 //
-// Requested picks the value in force: the content's own annotation, else
-// the VolumeSnapshot's, else the PVC's, else the class's. z8r copies the
-// value onto the content the first time it acts, so replication is keyed
-// on the content and its snapshotHandle: Velero deletes the VolumeSnapshot
-// after its upload, and the content carries on.
+// Which objects' values count, and that tenant targets are checked
+// against the administrator's ReplicationTargetPolicies, is decided in
+// the controllers and internal/tenancy: the class's targets plus the
+// allowed ones of the VolumeSnapshot's (else the PVC's) value, unless the
+// content carries its own. z8r writes the targets decided onto the
+// content, resolved (NODE:DATASET), the first time it acts, so
+// replication is keyed on the content and its snapshotHandle: Velero
+// deletes the VolumeSnapshot after its upload, and the content carries on.
 //
 // # Snapshots and handles
 //

@@ -12,25 +12,10 @@ type Annotated struct {
 
 func (a Annotated) String() string { return a.Kind + " " + a.Name }
 
-// Request is the replicate-to value in force for a snapshot and where it
-// was found.
+// Request is a replicate-to value and the object it was found on.
 type Request struct {
 	Value string
 	From  Annotated
-}
-
-// Requested returns the replicate-to value of the most specific object
-// that has the annotation key, in the order given (z8r passes the
-// content, its VolumeSnapshot, the PVC, then the class). ok is false when
-// none has it. An empty value counts: it turns replication off for a
-// snapshot whose PVC or class asks for it.
-func Requested(key string, objs ...Annotated) (Request, bool) {
-	for _, o := range objs {
-		if v, ok := o.Annotations[key]; ok {
-			return Request{Value: v, From: o}, true
-		}
-	}
-	return Request{}, false
 }
 
 // Targets parses and resolves the request for a source.

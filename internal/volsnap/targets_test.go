@@ -89,22 +89,8 @@ func TestResolveTargets_Self(t *testing.T) {
 	}
 }
 
-func TestRequested_MostSpecificWins(t *testing.T) {
-	content := Annotated{Kind: "VolumeSnapshotContent", Name: "c"}
-	vs := Annotated{Kind: "VolumeSnapshot", Name: "ns/s", Annotations: map[string]string{"k": ""}}
-	pvc := Annotated{Kind: "PersistentVolumeClaim", Name: "ns/p", Annotations: map[string]string{"k": "node2"}}
-	class := Annotated{Kind: "VolumeSnapshotClass", Name: "z", Annotations: map[string]string{"k": "node3"}}
-	r, ok := Requested("k", content, vs, pvc, class)
-	if !ok || r.Value != "" || r.From.Name != "ns/s" {
-		t.Errorf("empty VolumeSnapshot value should win: %+v %v", r, ok)
-	}
-	r, ok = Requested("k", content, pvc, class)
-	if !ok || r.Value != "node2" || r.From.String() != "PersistentVolumeClaim ns/p" {
-		t.Errorf("got %+v %v", r, ok)
-	}
-	if _, ok := Requested("k", content); ok {
-		t.Error("no annotation anywhere: want ok false")
-	}
+func TestRequest_TargetsNameTheObject(t *testing.T) {
+	pvc := Annotated{Kind: "PersistentVolumeClaim", Name: "ns/p"}
 	if _, err := (Request{Value: "Bad", From: pvc}).Targets("n1", "tank/a"); err == nil || !errors.Is(err, ErrSyntax) {
 		t.Errorf("bad request: %v", err)
 	} else if got := err.Error(); got[:len("PersistentVolumeClaim ns/p")] != "PersistentVolumeClaim ns/p" {

@@ -29,13 +29,12 @@ func Binary(t tb.TB) string {
 	return gobin.Build(t, "z8r-agent")
 }
 
-// Keys are the identities of a test deployment: the controller's client
-// key and the key agents present to each other for transfers. Both public
-// keys are authorized on every agent.
+// Keys are the identities of a test deployment: the controller's key, the
+// only one authorized on every agent (its holder runs commands and signs
+// transfer grants). Each agent's own identity is its host key.
 type Keys struct {
 	Dir        string
 	Controller ssh.Signer
-	AgentPeer  ssh.Signer
 }
 
 // NewKeys generates keys into a temporary folder.
@@ -44,8 +43,7 @@ func NewKeys(t tb.TB) *Keys {
 	dir := t.TempDir()
 	k := &Keys{Dir: dir}
 	k.Controller = writeKey(t, filepath.Join(dir, "controller"))
-	k.AgentPeer = writeKey(t, filepath.Join(dir, "agent-peer"))
-	auth := agent.MarshalPublicKey(k.Controller.PublicKey()) + "\n" + agent.MarshalPublicKey(k.AgentPeer.PublicKey()) + "\n"
+	auth := agent.MarshalPublicKey(k.Controller.PublicKey()) + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "authorized-keys"), []byte(auth), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +118,6 @@ func Start(t tb.TB, node *zfsnodes.Node, keys *Keys, opts Options) *Agent {
 		"--pools", strings.Join(pools, ","),
 		"--host-key", hostKeyPath,
 		"--authorized-keys", keys.AuthorizedKeysPath(),
-		"--client-key", filepath.Join(keys.Dir, "agent-peer"),
 		"--zap-log-level", "debug",
 	}
 	if opts.Kubeconfig != "" {

@@ -15,4 +15,9 @@
 // at any point or arm internal/failpoint points in it (Z8R_FAILPOINTS),
 // and move its clock ahead (--clock-offset) to bring a schedule round. The
 // process dies with the test process and is killed in Cleanup.
+//
+// InstallAdmissionPolicies creates the ValidatingAdmissionPolicies of
+// deploy/z8r.yaml as shipped, and AsKubelet gives a test a node's kubelet
+// identity (impersonation, with the RBAC a kubelet has on a real cluster),
+// so that a test can act as a compromised node against the real API server.
 package cluster

@@ -64,7 +64,6 @@ func StartAgent(t testing.TB, g *Guest, r *Relay, keys *agentproc.Keys, pools ..
 			"--pools", strings.Join(pools, ","),
 			"--host-key", hostKeyPath,
 			"--authorized-keys", keys.AuthorizedKeysPath(),
-			"--client-key", filepath.Join(keys.Dir, "agent-peer"),
 			"--zfs-prefix", strings.Join(r.Prefix(), " "),
 			"--progress-interval", "200ms",
 			"--publish=false",

@@ -59,7 +59,7 @@ func TestAgents_ResumeBetweenOpenZFSGuests(t *testing.T) {
 	srcA := StartAgent(t, srcG, StartRelay(t, srcG), keys, "tank")
 	dstA := StartAgent(t, dstG, StartRelay(t, dstG), keys, "tank")
 	dial := func(a *HostAgent) *agent.Client {
-		c, err := agent.Dial(context.Background(), a.Addr, agent.ClientConfig{Signer: keys.Controller, HostKey: a.HostKey})
+		c, err := agent.Dial(context.Background(), a.Addr, agent.ClientConfig{Signer: keys.Controller, HostKey: a.HostKey, GrantAuthority: keys.Controller})
 		if err != nil {
 			t.Fatal(err)
 		}
