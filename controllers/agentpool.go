@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -31,10 +32,42 @@ type AgentPool struct {
 	Signer ssh.Signer
 	// Dial, if set, opens TCP connections (tests dial into namespaces).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// RetryAfter is how long Get fails fast, with the same error, after a
+	// dial to a node failed (default DefaultRetryAfter), so reconciles of a
+	// hung or unreachable node cannot keep the workers waiting on dial
+	// timeouts while other nodes' work queues behind them.
+	RetryAfter time.Duration
+	// DialTimeout bounds connecting to an agent and the SSH handshake
+	// (default: agent.Dial's).
+	DialTimeout time.Duration
+	// DialWait bounds how long Get waits for another caller's dial to the
+	// same node (default DefaultDialWait): past it Get fails, so callers
+	// queued behind a hung node's dial free their workers.
+	DialWait time.Duration
+	// KeepAlive is the connections' probe interval (default
+	// DefaultKeepAlive): a node that stops answering fails the requests
+	// in flight to it after 2×KeepAlive.
+	KeepAlive time.Duration
 
-	dialMu sync.Mutex
-	mu     sync.Mutex
-	conns  map[string]pooled
+	mu      sync.Mutex
+	conns   map[string]pooled
+	dialing map[string]chan struct{} // per node: a one-slot semaphore
+	failed  map[string]dialFailure
+}
+
+// Defaults of AgentPool's timing fields.
+const (
+	DefaultRetryAfter = 10 * time.Second
+	DefaultDialWait   = 2 * time.Second
+	DefaultKeepAlive  = 5 * time.Second
+)
+
+// dialFailure is a node's last failed dial, for the address and key it
+// was made with.
+type dialFailure struct {
+	key   string
+	until time.Time
+	err   error
 }
 
 type pooled struct {
@@ -73,15 +106,28 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 		return nil, fmt.Errorf("%s: pinned host key: %w", node, err)
 	}
 	key := zn.Status.Address + " " + pinned
-	// One dial at a time per pool: concurrent reconciles of datasets on
-	// the same node share one connection instead of racing to replace it.
-	p.dialMu.Lock()
-	defer p.dialMu.Unlock()
-	p.mu.Lock()
-	if p.conns == nil {
-		p.conns = map[string]pooled{}
+	// One dial at a time per node: concurrent reconciles of datasets on
+	// the same node share one connection instead of racing to replace it,
+	// and a node whose dial hangs holds up only its own callers.
+	sem := p.nodeLock(node)
+	wait := p.DialWait
+	if wait == 0 {
+		wait = DefaultDialWait
 	}
+	t := time.NewTimer(wait)
+	select {
+	case sem <- struct{}{}:
+		t.Stop()
+	case <-t.C:
+		return nil, fmt.Errorf("%s: %w: another dial to it has been running for over %s", node, agent.ErrUnreachable, wait)
+	case <-ctx.Done():
+		t.Stop()
+		return nil, fmt.Errorf("%s: %w", node, ctx.Err())
+	}
+	defer func() { <-sem }()
+	p.mu.Lock()
 	cur, ok := p.conns[node]
+	f, failed := p.failed[node]
 	p.mu.Unlock()
 	if ok && cur.key == key {
 		select {
@@ -90,11 +136,22 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 			return &Node{Client: cur.c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
 		}
 	}
-	c, err := agent.Dial(ctx, zn.Status.Address, agent.ClientConfig{Signer: p.Signer, HostKey: hk, Dial: p.Dial, GrantAuthority: p.Signer})
+	if failed && f.key == key && time.Now().Before(f.until) {
+		return nil, fmt.Errorf("%s: %w (not redialled before %s)", node, f.err, f.until.UTC().Format(time.RFC3339))
+	}
+	c, err := agent.Dial(ctx, zn.Status.Address, agent.ClientConfig{Signer: p.Signer, HostKey: hk, Dial: p.Dial, GrantAuthority: p.Signer, Timeout: p.DialTimeout, KeepAlive: p.keepAlive()})
 	if err != nil {
+		retry := p.RetryAfter
+		if retry == 0 {
+			retry = DefaultRetryAfter
+		}
+		p.mu.Lock()
+		p.failed[node] = dialFailure{key: key, until: time.Now().Add(retry), err: err}
+		p.mu.Unlock()
 		return nil, fmt.Errorf("%s: %w", node, err)
 	}
 	p.mu.Lock()
+	delete(p.failed, node)
 	old, hadOld := p.conns[node]
 	p.conns[node] = pooled{c: c, key: key}
 	p.mu.Unlock()
@@ -103,6 +160,31 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 		_ = old.c.Close()
 	}
 	return &Node{Client: c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
+}
+
+// nodeLock returns node's dial semaphore, creating the pool's maps on
+// first use.
+func (p *AgentPool) nodeLock(node string) chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns == nil {
+		p.conns = map[string]pooled{}
+		p.dialing = map[string]chan struct{}{}
+		p.failed = map[string]dialFailure{}
+	}
+	l := p.dialing[node]
+	if l == nil {
+		l = make(chan struct{}, 1)
+		p.dialing[node] = l
+	}
+	return l
+}
+
+func (p *AgentPool) keepAlive() time.Duration {
+	if p.KeepAlive == 0 {
+		return DefaultKeepAlive
+	}
+	return p.KeepAlive
 }
 
 // Drop closes n's connection if it is still the pooled one, so the next

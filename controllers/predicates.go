@@ -9,7 +9,7 @@ import (
 
 // AnnotationSyncRequested on a DatasetReplication asks for a sync now
 // (`kubectl z8r sync` sets it to the current time).
-const AnnotationSyncRequested = "z8r.dev/sync-requested"
+const AnnotationSyncRequested = z8rv1.AnnotationSyncRequested
 
 // generationOrDeletion passes spec changes, deletions and sync requests,
 // not the status writes the reconciler makes itself.

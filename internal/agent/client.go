@@ -127,6 +127,13 @@ func dial(ctx context.Context, addr string, cfg ClientConfig, user string) (*Cli
 	})
 	if err != nil {
 		_ = nc.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			// Connected, but the agent did not complete the handshake in
+			// time (a stopped or wedged agent): as unreachable as a
+			// refused connection.
+			return nil, fmt.Errorf("agent: ssh handshake with %s: %w: %w", addr, ErrUnreachable, err)
+		}
 		return nil, fmt.Errorf("agent: ssh handshake with %s: %w", addr, err)
 	}
 	_ = nc.SetDeadline(time.Time{})

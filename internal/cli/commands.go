@@ -11,17 +11,19 @@ import (
 	"strings"
 	"time"
 
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/yaml"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/controllers"
 )
 
 // Options are what NewCommand needs besides its flags. Zero fields take
@@ -36,8 +38,9 @@ type Options struct {
 }
 
 // NewCommand returns the kubectl-z8r command tree. Its client is built on
-// first use from the standard kubeconfig loading rules and kubectl's
-// override flags (--kubeconfig, --context, --as, -n, ...).
+// first use by k8s.io/cli-runtime's ConfigFlags: kubectl's own flags
+// (--kubeconfig, --context, --cluster, --user, -n, --as, ...) over the
+// standard loading rules ($KUBECONFIG, ~/.kube/config, in-cluster).
 func NewCommand(o Options) *cobra.Command {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -45,16 +48,15 @@ func NewCommand(o Options) *cobra.Command {
 	if o.Random == nil {
 		o.Random = rand.Reader
 	}
-	loading := clientcmd.NewDefaultClientConfigLoadingRules()
-	overrides := &clientcmd.ConfigOverrides{}
-	r := &runner{opts: o, config: clientcmd.NewNonInteractiveDeferredLoadingClientConfig(loading, overrides)}
+	r := &runner{opts: o, config: genericclioptions.NewConfigFlags(true)}
 
 	root := &cobra.Command{
 		Use:   "kubectl-z8r",
 		Short: "Inspect and operate z8r, Kubernetes-native ZFS snapshots and replication",
 		Long: `kubectl z8r shows what z8r replicates where and how far behind it is, and
 approves changed node host keys. It reads the status of z8r's
-DatasetReplication and ZFSNode objects; it never connects to a node.`,
+DatasetReplication and ZFSNode objects and of the VolumeSnapshotContents
+z8r replicates; it never connects to a node.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl z8r"},
@@ -62,30 +64,20 @@ DatasetReplication and ZFSNode objects; it never connects to a node.`,
 	root.SetIn(o.In)
 	root.SetOut(o.Out)
 	root.SetErr(o.ErrOut)
-	flags := root.PersistentFlags()
-	flags.StringVar(&loading.ExplicitPath, "kubeconfig", "", "path to the kubeconfig file")
-	clientcmd.BindOverrideFlags(overrides, flags, clientcmd.RecommendedConfigOverrideFlags(""))
+	r.config.AddFlags(root.PersistentFlags())
 
-	var wide bool
-	output := func(c *cobra.Command) {
-		c.Flags().StringP("output", "o", "", "output format: wide for more columns")
+	output := func(c *cobra.Command, help string) {
+		c.Flags().StringP("output", "o", "", "output format: "+help)
 	}
-	parseOutput := func(c *cobra.Command) error {
+	format := func(c *cobra.Command, supported ...string) (string, error) {
 		v, _ := c.Flags().GetString("output")
-		switch v {
-		case "":
-			wide = false
-		case "wide":
-			wide = true
-		default:
-			return fmt.Errorf("unknown output format %q (supported: wide)", v)
-		}
-		return nil
+		return parseOutput(v, supported...)
 	}
 
+	var allNamespaces bool
 	status := &cobra.Command{
 		Use:   "status [NAME...]",
-		Short: "Per DatasetReplication: source, targets with state, last sync, snapshots behind, lag and error",
+		Short: "DatasetReplications and VolumeSnapshot replications: targets with state, last sync, snapshots behind, lag and error",
 		Long: `status shows, for each DatasetReplication (or those named), its source
 (node:dataset, state, schedule, newest snapshot) and a table of its targets:
 
@@ -94,47 +86,92 @@ DatasetReplication and ZFSNode objects; it never connects to a node.`,
   BEHIND     source snapshots the target does not have yet
   LAG        age of the newest snapshot the target has: the most recent
              data a failover to that target would lose
-  ERROR      the last error, while the target is not Synced`,
+  ERROR      the last error, while the target is not Synced
+
+Without NAME it then lists the VolumeSnapshot replications of the
+namespace (-n, or the context's; -A for all): one row per target of each
+VolumeSnapshotContent z8r replicates, with its state (Pending, Replicated,
+Failed, Diverged, Skipped or Refused) and when it last changed.
+
+-o json and -o yaml print the same as a StatusReport document
+(apiVersion ` + ReportGroupVersion.String() + `); -o wide adds columns.`,
 		RunE: func(c *cobra.Command, args []string) error {
-			if err := parseOutput(c); err != nil {
+			f, err := format(c, OutputTable, OutputWide, OutputJSON, OutputYAML)
+			if err != nil {
 				return err
 			}
 			reps, err := r.replications(c.Context(), args)
 			if err != nil {
 				return err
 			}
-			return WriteStatus(o.Out, reps, o.Now(), wide)
+			var vs []VolumeSnapshotReplication
+			scope := ""
+			if len(args) == 0 {
+				if !allNamespaces {
+					if scope, err = r.namespace(); err != nil {
+						return err
+					}
+				}
+				if vs, err = r.volumeSnapshotReplications(c.Context(), scope); err != nil {
+					return err
+				}
+			}
+			switch f {
+			case OutputJSON, OutputYAML:
+				return PrintObject(o.Out, f, NewStatusReport(reps, vs, scope, o.Now()))
+			}
+			if err := WriteStatus(o.Out, reps, o.Now(), f == OutputWide); err != nil {
+				return err
+			}
+			if len(vs) > 0 {
+				fmt.Fprintln(o.Out)
+			}
+			return WriteVolumeSnapshotStatus(o.Out, vs, scope, o.Now(), f == OutputWide)
 		},
 	}
-	output(status)
+	output(status, "wide, json or yaml")
+	status.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "list the VolumeSnapshot replications of every namespace")
 
 	snapshots := &cobra.Command{
 		Use:   "snapshots [NAME...]",
 		Short: "Per DatasetReplication: which snapshots its status reports on the source and on each target",
 		RunE: func(c *cobra.Command, args []string) error {
+			f, err := format(c, OutputTable, OutputJSON, OutputYAML)
+			if err != nil {
+				return err
+			}
 			reps, err := r.replications(c.Context(), args)
 			if err != nil {
 				return err
 			}
+			if f != OutputTable {
+				return r.printObjects(f, len(args) == 1, &z8rv1.DatasetReplicationList{Items: reps})
+			}
 			return WriteSnapshots(o.Out, reps, o.Now())
 		},
 	}
+	output(snapshots, "json or yaml (the DatasetReplications)")
 
 	nodes := &cobra.Command{
 		Use:   "nodes [NAME...]",
 		Short: "ZFSNodes: agent address, pools, ZFS version, capabilities, readiness, host key and whether it is pinned",
 		RunE: func(c *cobra.Command, args []string) error {
-			if err := parseOutput(c); err != nil {
+			f, err := format(c, OutputTable, OutputWide, OutputJSON, OutputYAML)
+			if err != nil {
 				return err
 			}
 			list, err := r.nodes(c.Context(), args)
 			if err != nil {
 				return err
 			}
-			return WriteNodes(o.Out, list, o.Now(), wide)
+			switch f {
+			case OutputJSON, OutputYAML:
+				return r.printObjects(f, len(args) == 1, &z8rv1.ZFSNodeList{Items: list})
+			}
+			return WriteNodes(o.Out, list, o.Now(), f == OutputWide)
 		},
 	}
-	output(nodes)
+	output(nodes, "wide, json or yaml (the ZFSNodes)")
 
 	var yes bool
 	approve := &cobra.Command{
@@ -156,7 +193,7 @@ Compare the presented fingerprint with the one on the node first, e.g.
 	syncCmd := &cobra.Command{
 		Use:   "sync NAME...",
 		Short: "Ask the controller to reconcile DatasetReplications now",
-		Long: `sync sets the annotation ` + controllers.AnnotationSyncRequested + `=<unix nanoseconds> on each
+		Long: `sync sets the annotation ` + z8rv1.AnnotationSyncRequested + `=<unix nanoseconds> on each
 named DatasetReplication. The controller reconciles it at once instead of
 at its next requeue: it takes a snapshot if one is due and sends what the
 targets lack. (It does not take an unscheduled snapshot.)`,
@@ -184,7 +221,7 @@ instead (for GitOps or sealed-secrets) and creates nothing.`,
 		RunE: func(c *cobra.Command, _ []string) error {
 			ns := DefaultNamespace
 			if c.Flags().Changed("namespace") {
-				ns = overrides.Context.Namespace
+				ns = *r.config.Namespace
 			}
 			return r.initKeys(c.Context(), ns, print)
 		},
@@ -209,7 +246,8 @@ func cleanErrors(c *cobra.Command) {
 
 type runner struct {
 	opts   Options
-	config clientcmd.ClientConfig
+	config *genericclioptions.ConfigFlags
+	scheme *runtime.Scheme
 	c      client.Client
 }
 
@@ -217,23 +255,81 @@ func (r *runner) client() (client.Client, error) {
 	if r.c != nil {
 		return r.c, nil
 	}
-	cfg, err := r.config.ClientConfig()
+	cfg, err := r.config.ToRESTConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	if err := z8rv1.AddToScheme(scheme); err != nil {
-		return nil, err
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, z8rv1.AddToScheme, snapshotv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
 	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	r.c = c
+	r.scheme, r.c = scheme, c
 	return c, nil
+}
+
+// namespace is -n, or the kubeconfig context's namespace ("default"
+// without one), as kubectl resolves it.
+func (r *runner) namespace() (string, error) {
+	ns, _, err := r.config.ToRawKubeConfigLoader().Namespace()
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	return ns, nil
+}
+
+// volumeSnapshotReplications lists the VolumeSnapshotContents z8r
+// replicates whose VolumeSnapshot is in namespace ("" for all). A cluster
+// without the snapshot CRDs has none. A user who may not list contents
+// (they are cluster-scoped and name every tenant's snapshots, so the
+// z8r-viewer role does not grant them) gets a note on stderr and the
+// DatasetReplications alone.
+func (r *runner) volumeSnapshotReplications(ctx context.Context, namespace string) ([]VolumeSnapshotReplication, error) {
+	c, err := r.client()
+	if err != nil {
+		return nil, err
+	}
+	var list snapshotv1.VolumeSnapshotContentList
+	if err := c.List(ctx, &list); err != nil {
+		switch {
+		case apimeta.IsNoMatchError(err):
+			return nil, nil
+		case apierrors.IsForbidden(err):
+			fmt.Fprintf(r.opts.ErrOut, "VolumeSnapshot replications not shown: %s\n", Clean(err.Error()))
+			return nil, nil
+		}
+		return nil, fmt.Errorf("list VolumeSnapshotContents: %w", err)
+	}
+	return VolumeSnapshotReplications(list.Items, namespace), nil
+}
+
+// printObjects prints list as JSON or YAML: its only item when single (a
+// NAME was given), else the whole list, each with its apiVersion and kind
+// as kubectl shows them.
+func (r *runner) printObjects(format string, single bool, list client.ObjectList) error {
+	items, err := apimeta.ExtractList(list)
+	if err != nil {
+		return err
+	}
+	for _, item := range append(items, list) {
+		gvk, err := apiutil.GVKForObject(item, r.scheme)
+		if err != nil {
+			return err
+		}
+		item.GetObjectKind().SetGroupVersionKind(gvk)
+	}
+	if err := apimeta.SetList(list, items); err != nil {
+		return err
+	}
+	if single && len(items) == 1 {
+		return PrintObject(r.opts.Out, format, items[0])
+	}
+	return PrintObject(r.opts.Out, format, list)
 }
 
 func (r *runner) replications(ctx context.Context, names []string) ([]z8rv1.DatasetReplication, error) {
@@ -349,7 +445,7 @@ func (r *runner) sync(ctx context.Context, names []string) error {
 		if dr.Annotations == nil {
 			dr.Annotations = map[string]string{}
 		}
-		dr.Annotations[controllers.AnnotationSyncRequested] = strconv.FormatInt(r.opts.Now().UnixNano(), 10)
+		dr.Annotations[z8rv1.AnnotationSyncRequested] = strconv.FormatInt(r.opts.Now().UnixNano(), 10)
 		if err := c.Patch(ctx, &dr, patch); err != nil {
 			return fmt.Errorf("request sync of %s: %w", n, err)
 		}

@@ -80,7 +80,16 @@ func TestOutput_ClusterStringsEscaped(t *testing.T) {
 		"status wide": func(b *bytes.Buffer) error { return WriteStatus(b, reps(), now, true) },
 		"snapshots":   func(b *bytes.Buffer) error { return WriteSnapshots(b, reps(), now) },
 		"nodes":       func(b *bytes.Buffer) error { return WriteNodes(b, nodes(), now, false) },
-		"nodes wide":  func(b *bytes.Buffer) error { return WriteNodes(b, nodes(), now, true) },
+		"volumesnapshots": func(b *bytes.Buffer) error {
+			return WriteVolumeSnapshotStatus(b, []VolumeSnapshotReplication{{Content: hostile, VolumeSnapshot: hostile,
+				Source: Place{Node: hostile, Dataset: hostile}, Snapshot: hostile,
+				Targets: []VolumeSnapshotTarget{{Place: Place{Node: hostile, Dataset: hostile}, State: hostile, Error: hostile, GUID: hostile, ReplicaContent: hostile}}}},
+				hostile, now, false)
+		},
+		"volumesnapshots wide": func(b *bytes.Buffer) error {
+			return WriteVolumeSnapshotStatus(b, []VolumeSnapshotReplication{{Content: hostile, StatusError: hostile}}, hostile, now, true)
+		},
+		"nodes wide": func(b *bytes.Buffer) error { return WriteNodes(b, nodes(), now, true) },
 		"approve-hostkey review": func(b *bytes.Buffer) error {
 			return WriteReview(b, HostKeyReview{Node: "node-a" + hostile, Pinned: hostile, Presented: hostile,
 				Address: hostile, Heartbeat: at(time.Minute)}, now)

@@ -6,8 +6,11 @@ import (
 	"strings"
 	"time"
 
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"golang.org/x/crypto/ssh"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 )
@@ -93,5 +96,44 @@ func fixtureReplications() []z8rv1.DatasetReplication {
 				LastSyncKind: "full", LastSyncBytes: 300 << 20, ProtectedBase: snap(14 * time.Hour), ConsecutiveFailures: 3,
 				LastError: "transfer to node-c: recv: cannot receive incremental stream: destination backup/data has been modified since most recent snapshot"}),
 		),
+	}
+}
+
+// content is a VolumeSnapshotContent bound to VolumeSnapshot ns/vs, ready,
+// with annotations.
+func content(name, ns, vs, driver, handle string, annotations map[string]string) snapshotv1.VolumeSnapshotContent {
+	return snapshotv1.VolumeSnapshotContent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations},
+		Spec: snapshotv1.VolumeSnapshotContentSpec{
+			VolumeSnapshotRef: corev1.ObjectReference{Namespace: ns, Name: vs, UID: types.UID("uid-" + vs)},
+			DeletionPolicy:    snapshotv1.VolumeSnapshotContentDelete,
+			Driver:            driver,
+			Source:            snapshotv1.VolumeSnapshotContentSource{VolumeHandle: new("vol-" + vs)},
+		},
+		Status: &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: new(handle), ReadyToUse: new(true)},
+	}
+}
+
+// fixtureContents: "app/db-snap" is replicated to node-b and not yet to
+// node-c; "other/web-snap" (another driver's) failed twice on node-b; a
+// replica content and a content nobody asked to replicate are not
+// replications.
+func fixtureContents() []snapshotv1.VolumeSnapshotContent {
+	replica := content("snapcontent-db-replica", "app", "db-snap", z8rv1.DriverName, "backup/db@snapshot-uid-db-snap",
+		map[string]string{z8rv1.AnnotationNode: "node-b", z8rv1.AnnotationDataset: "backup/db", z8rv1.AnnotationReplicaOf: "snapcontent-db"})
+	replica.Labels = map[string]string{z8rv1.LabelReplicaOfUID: "uid-content-db"}
+	return []snapshotv1.VolumeSnapshotContent{
+		content("snapcontent-web", "other", "web-snap", "zfs.csi.openebs.io", "pvc-web@snapshot-uid-web-snap", map[string]string{
+			z8rv1.AnnotationNode: "node-a", z8rv1.AnnotationDataset: "zfspv-pool/pvc-web",
+			z8rv1.AnnotationReplicateTo:       "node-b:backup/pvc-web",
+			z8rv1.AnnotationReplicationStatus: `[{"node":"node-b","dataset":"backup/pvc-web","state":"Failed","error":"recv: dataset is busy","attempts":2,"time":"` + now.Add(-3*time.Minute).Format(time.RFC3339) + `"}]`,
+		}),
+		content("snapcontent-db", "app", "db-snap", z8rv1.DriverName, "tank/db@snapshot-uid-db-snap", map[string]string{
+			z8rv1.AnnotationNode: "node-a", z8rv1.AnnotationDataset: "tank/db",
+			z8rv1.AnnotationReplicateTo:       "node-b:backup/db,node-c:tank/db",
+			z8rv1.AnnotationReplicationStatus: `[{"node":"node-b","dataset":"backup/db","state":"Replicated","guid":"1234567890","content":"snapcontent-db-replica","time":"` + now.Add(-10*time.Minute).Format(time.RFC3339) + `"}]`,
+		}),
+		replica,
+		content("snapcontent-plain", "app", "plain-snap", z8rv1.DriverName, "tank/plain@snapshot-uid-plain-snap", nil),
 	}
 }

@@ -38,9 +38,10 @@ func targetDataset(dr *z8rv1.DatasetReplication, t z8rv1.ReplicationTarget) stri
 // TargetRow is one target of a DatasetReplication, as the status table
 // shows it.
 type TargetRow struct {
-	Target string // node:dataset
-	Node   string
-	State  string
+	Target  string // node:dataset
+	Node    string
+	Dataset string
+	State   string
 	// LastSync is the time of the last successful transfer (zero: never).
 	LastSync time.Time
 	// Behind counts source snapshots the target lacks.
@@ -75,12 +76,12 @@ func TargetRows(dr *z8rv1.DatasetReplication) []TargetRow {
 	for _, t := range dr.Spec.Targets {
 		key := Location(t.Node, targetDataset(dr, t))
 		seen[key] = true
-		rows = append(rows, targetRow(t.Node, key, byKey[key]))
+		rows = append(rows, targetRow(t.Node, targetDataset(dr, t), byKey[key]))
 	}
 	for i := range dr.Status.Targets {
 		ts := &dr.Status.Targets[i]
 		if key := Location(ts.Node, ts.Dataset); !seen[key] {
-			r := targetRow(ts.Node, key, ts)
+			r := targetRow(ts.Node, ts.Dataset, ts)
 			r.Removed = true
 			rows = append(rows, r)
 		}
@@ -88,8 +89,8 @@ func TargetRows(dr *z8rv1.DatasetReplication) []TargetRow {
 	return rows
 }
 
-func targetRow(node, key string, ts *z8rv1.TargetStatus) TargetRow {
-	r := TargetRow{Target: key, Node: node, State: z8rv1.TargetPending}
+func targetRow(node, dataset string, ts *z8rv1.TargetStatus) TargetRow {
+	r := TargetRow{Target: Location(node, dataset), Node: node, Dataset: dataset, State: z8rv1.TargetPending}
 	if ts == nil {
 		return r
 	}
