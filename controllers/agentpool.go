@@ -75,14 +75,6 @@ type pooled struct {
 	key string // address + pinned key
 }
 
-// Node is a connected agent with what the pool read about it.
-type Node struct {
-	*agent.Client
-	Name    string
-	Address string
-	HostKey string
-}
-
 // Get returns a connected agent for node.
 func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 	var zn z8rv1.ZFSNode
@@ -133,7 +125,7 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 		select {
 		case <-cur.c.Done():
 		default:
-			return &Node{Client: cur.c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
+			return &Node{Endpoint: cur.c, conn: cur.c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
 		}
 	}
 	if failed && f.key == key && time.Now().Before(f.until) {
@@ -159,7 +151,7 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 		// Dead, or for an address or key that no longer applies.
 		_ = old.c.Close()
 	}
-	return &Node{Client: c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
+	return &Node{Endpoint: c, conn: c, Name: node, Address: zn.Status.Address, HostKey: pinned}, nil
 }
 
 // nodeLock returns node's dial semaphore, creating the pool's maps on
@@ -192,11 +184,11 @@ func (p *AgentPool) keepAlive() time.Duration {
 func (p *AgentPool) Drop(n *Node) {
 	p.mu.Lock()
 	cur, ok := p.conns[n.Name]
-	if ok && cur.c == n.Client {
+	if ok && cur.c == n.conn {
 		delete(p.conns, n.Name)
 	}
 	p.mu.Unlock()
-	if ok && cur.c == n.Client {
+	if ok && cur.c == n.conn {
 		_ = cur.c.Close()
 	}
 }
@@ -211,16 +203,16 @@ func (p *AgentPool) Drop(n *Node) {
 // source's would cancel every other transfer from that node.
 func (p *AgentPool) DropFailed(err error, nodes ...*Node) {
 	for _, n := range nodes {
-		if n == nil || n.Client == nil {
+		if n == nil || n.conn == nil {
 			continue
 		}
 		ended := false
 		select {
-		case <-n.Done():
+		case <-n.conn.Done():
 			ended = true
 		default:
 		}
-		if ended || ownChannelFailed(err, n.Addr()) {
+		if ended || ownChannelFailed(err, n.conn.Addr()) {
 			p.Drop(n)
 		}
 	}

@@ -1,24 +1,55 @@
 // Package controllers holds z8r's reconcilers. Each is thin: it reads
 // objects, decides through the pure packages under internal/ (policy,
-// schedule, plan, retention), acts on nodes only through their agents
-// (internal/replicate over internal/agent), and writes status and Events
-// with constant reasons.
+// schedule, plan, retention, volsnap, tenancy), acts on nodes only
+// through NodeAccess (internal/replicate over the nodes' agents), and
+// writes status and Events with constant reasons (api/v1alpha1: Event
+// reasons in events.go, condition types and reasons in conditions.go).
 //
-//   - ZFSNodeReconciler pins each agent's host key on first use and reports
-//     a changed key (HostKeyTrusted=False) until an administrator approves.
-//   - NodePolicyReconciler turns node labels and annotations (the original
-//     z8r's and z8r.dev's) into DatasetReplications; a node with a malformed
-//     or empty annotation gets a Warning and changes nothing (removing the
-//     annotation is how a user stops replicating), and its current problems
-//     stay visible in the Node annotation z8r.dev/annotation-problem until
-//     they are fixed. Every Event note is cut to the API's 1024 bytes
-//     (LimitedRecorder) so that a Warning about bad input is never lost.
-//   - DatasetReplicationReconciler snapshots on schedule, brings every target
-//     up to date, protects bases, prunes, and records per-target status and
-//     metrics.
-//   - VolumeSnapshotContentReconciler is the csi-snapshotter sidecar for
-//     z8r's drivers and replicates contents that ask for it;
-//     PVCAnnotationsReconciler takes and prunes scheduled VolumeSnapshots.
+// # Reconcilers and what each owns
+//
+//   - ZFSNodeReconciler (zfsnode_controller.go) owns a ZFSNode's
+//     spec.pinnedHostKey (pinned on first use) and its HostKeyTrusted
+//     condition: a changed key is reported (False) until an administrator
+//     approves it. The agents own the rest of the ZFSNode.
+//   - NodePolicyReconciler (nodepolicy_controller.go) owns the
+//     DatasetReplications labelled z8r.dev/managed-by=node-annotations,
+//     made from node labels and annotations (the original z8r's and
+//     z8r.dev's), and each Node's z8r.dev/annotation-problem. A node with
+//     a malformed or empty annotation gets a Warning and changes nothing
+//     (removing the annotation is how a user stops replicating); its
+//     current problems stay in that annotation until they are fixed.
+//     Every Event note is cut to the API's 1024 bytes (LimitedRecorder)
+//     so that a Warning about bad input is never lost.
+//   - DatasetReplicationReconciler (datasetreplication_controller.go)
+//     owns every DatasetReplication's status, its finalizer
+//     (finalizerReleaseHolds) and, on the nodes, the replication's
+//     snapshots, holds and bookmarks: it snapshots on schedule, brings
+//     every target up to date (a target whose transfer runs longer than a
+//     progress report shows Syncing), protects bases, prunes, and records
+//     per-target status and metrics (metrics.go).
+//   - VolumeSnapshotContentReconciler (snapshotcontent_controller.go, its
+//     replication role in volumesnapshot_replication.go) owns, for the
+//     CSI drivers z8r serves, what the csi-snapshotter sidecar owns: the
+//     ZFS snapshot of a content, the content's status, the being-created
+//     annotation and the bound-protection finalizer's removal. For every
+//     content asking for replication it owns the annotations
+//     z8r.dev/replicate-to (the targets decided), z8r.dev/node,
+//     z8r.dev/dataset and z8r.dev/replication-status, the replica
+//     contents (labelled z8r.dev/replica-of-uid), a VolumeSnapshot's
+//     z8r.dev/annotation-problem, the replicas on the target nodes and
+//     their holds, and finalizerReleaseHolds on another driver's content.
+//   - PVCAnnotationsReconciler (pvcannotations_controller.go) owns the
+//     scheduled VolumeSnapshots of annotated PVCs (labelled
+//     z8r.dev/managed-by=pvc-schedule), takes and prunes them, and a PVC's
+//     z8r.dev/annotation-problem; for a PVC without CSI it owns the
+//     DatasetReplication its annotations configure
+//     (pvcannotations_datasetreplication.go, named PVCReplicationName).
+//
+// Shared by them: claims.go (one writer per dataset), tenantscope.go
+// (ReplicationTargetPolicies), retry.go (requeue delays, the one backoff
+// of failing targets on both replication paths, the one finalizer),
+// nodeaccess.go and agentpool.go (reaching nodes), setup.go and
+// snapshots_setup.go (wiring).
 //
 // # Tenants
 //
@@ -58,7 +89,11 @@
 //
 // # Connections
 //
-// AgentPool keeps one SSH connection per node. A failed sync drops only a
+// The reconcilers reach nodes through NodeAccess: Get returns a Node (its
+// agent as a replicate.Endpoint, with the address and pinned host key a
+// transfer's grant names) and DropFailed drops a connection an error
+// showed failed. AgentPool implements it and keeps one SSH connection per
+// node. A failed sync drops only a
 // connection that failed (AgentPool.DropFailed): one that has ended, or
 // whose own channel could not be opened or ended without a status. An
 // error an agent reports over a working connection (the source agent could

@@ -7,10 +7,6 @@ import (
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 )
 
-// AnnotationSyncRequested on a DatasetReplication asks for a sync now
-// (`kubectl z8r sync` sets it to the current time).
-const AnnotationSyncRequested = z8rv1.AnnotationSyncRequested
-
 // generationOrDeletion passes spec changes, deletions and sync requests,
 // not the status writes the reconciler makes itself.
 func generationOrDeletion() predicate.Predicate {
@@ -18,7 +14,7 @@ func generationOrDeletion() predicate.Predicate {
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			return e.ObjectNew.GetGeneration() != e.ObjectOld.GetGeneration() ||
 				!e.ObjectNew.GetDeletionTimestamp().IsZero() ||
-				e.ObjectNew.GetAnnotations()[AnnotationSyncRequested] != e.ObjectOld.GetAnnotations()[AnnotationSyncRequested]
+				e.ObjectNew.GetAnnotations()[z8rv1.AnnotationSyncRequested] != e.ObjectOld.GetAnnotations()[z8rv1.AnnotationSyncRequested]
 		},
 	}
 }

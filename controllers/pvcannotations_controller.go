@@ -58,7 +58,7 @@ type PVCAnnotationsReconciler struct {
 	Recorder events.EventRecorder
 	Clock    schedule.Clock
 	// Agents resolve a local volume's path to its dataset.
-	Agents *AgentPool
+	Agents NodeAccess
 
 	skipNameValidation bool
 }

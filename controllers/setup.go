@@ -11,7 +11,7 @@ import (
 
 // Config wires the reconcilers.
 type Config struct {
-	Agents         *AgentPool
+	Agents         NodeAccess
 	Clock          schedule.Clock
 	SnapshotPrefix string
 	// Metrics; nil registers new ones with controller-runtime's registry.
@@ -57,6 +57,10 @@ func Setup(mgr manager.Manager, cfg Config) error {
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
 		SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
+	}
+	if !served {
+		mgr.GetLogger().WithName("setup").Info("snapshot.storage.k8s.io/v1 is not served; VolumeSnapshot integration is off (install the snapshot CRDs and snapshot-controller)")
+		return nil
 	}
 	if err := setupSnapshots(mgr, cfg); err != nil {
 		return fmt.Errorf("snapshot controllers: %w", err)

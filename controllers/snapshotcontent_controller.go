@@ -14,11 +14,19 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/agent"
+	"github.com/z8r-project/z8r/internal/pvresolve"
 	"github.com/z8r-project/z8r/internal/schedule"
 	"github.com/z8r-project/z8r/internal/volsnap"
 	"github.com/z8r-project/z8r/zfsexec"
@@ -78,7 +86,7 @@ import (
 type VolumeSnapshotContentReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
-	Agents   *AgentPool
+	Agents   NodeAccess
 	Clock    schedule.Clock
 	// Drivers are the CSI drivers z8r takes snapshots for.
 	Drivers map[string]bool
@@ -99,18 +107,9 @@ type SnapshotHooks struct {
 	AfterSnapshot func(ctx context.Context, content, snapshot string)
 }
 
-// finalizerReleaseSourceHolds is z8r's own finalizer on another driver's
-// content whose snapshot z8r holds as a replication base: the holds are
-// released before the content (and that driver's destroy) may proceed.
-const finalizerReleaseSourceHolds = "z8r.dev/release-holds"
-
-// Requeue delays.
 const (
-	retryTransient = 5 * time.Second  // a node or agent may come back
-	retryInvalid   = 30 * time.Second // input that needs a human, or an agent still starting
-	retryWaiting   = 2 * time.Second  // waiting for other objects to go
-	annotationYes  = "yes"
-	contentKind    = "VolumeSnapshotContent"
+	annotationYes = "yes"
+	contentKind   = "VolumeSnapshotContent"
 )
 
 // +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get;list;watch;create;update;patch;delete
@@ -137,6 +136,70 @@ func (r *VolumeSnapshotContentReconciler) Reconcile(ctx context.Context, req rec
 		}
 	}
 	return r.replicate(ctx, &c)
+}
+
+// SetupWithManager registers the reconciler. Besides its contents it
+// follows: a replica content's changes (its deletion unblocks the source's),
+// and replicate-to changes on VolumeSnapshots and PVCs (a request added
+// after the snapshot was ready).
+func (r *VolumeSnapshotContentReconciler) SetupWithManager(mgr manager.Manager) error {
+	if r.MaxConcurrent == 0 {
+		r.MaxConcurrent = 4
+	}
+	replicaToSource := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		if src := o.GetAnnotations()[z8rv1.AnnotationReplicaOf]; src != "" && o.GetLabels()[z8rv1.LabelReplicaOfUID] != "" {
+			return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: src}}}
+		}
+		return nil
+	})
+	snapshotToContent := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		vs, ok := o.(*snapshotv1.VolumeSnapshot)
+		if !ok || vs.Status == nil || vs.Status.BoundVolumeSnapshotContentName == nil {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: *vs.Status.BoundVolumeSnapshotContentName}}}
+	})
+	claimToContents := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		pvc, ok := o.(*corev1.PersistentVolumeClaim)
+		if !ok || pvc.Spec.VolumeName == "" {
+			return nil
+		}
+		var pv corev1.PersistentVolume
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: pvc.Spec.VolumeName}, &pv); err != nil || pv.Spec.CSI == nil {
+			return nil
+		}
+		var list snapshotv1.VolumeSnapshotContentList
+		if err := r.Client.List(ctx, &list, client.MatchingFields{indexContentByVolume: pvresolve.CSIKey(pv.Spec.CSI.Driver, pv.Spec.CSI.VolumeHandle)}); err != nil {
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(list.Items))
+		for _, c := range list.Items {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKey{Name: c.Name}})
+		}
+		return out
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("volumesnapshotcontent").
+		For(&snapshotv1.VolumeSnapshotContent{}).
+		Watches(&snapshotv1.VolumeSnapshotContent{}, replicaToSource).
+		Watches(&snapshotv1.VolumeSnapshot{}, snapshotToContent, builder.WithPredicates(replicateToChanged())).
+		Watches(&corev1.PersistentVolumeClaim{}, claimToContents, builder.WithPredicates(replicateToChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
+		Complete(r)
+}
+
+// replicateToChanged passes updates that change z8r.dev/replicate-to.
+func replicateToChanged() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, okOld := e.ObjectOld.GetAnnotations()[z8rv1.AnnotationReplicateTo]
+			n, okNew := e.ObjectNew.GetAnnotations()[z8rv1.AnnotationReplicateTo]
+			return o != n || okOld != okNew
+		},
+	}
 }
 
 // snapshotter does the sidecar's part; done means the reconcile ends here.
@@ -213,7 +276,7 @@ func (r *VolumeSnapshotContentReconciler) create(ctx context.Context, c *snapsho
 	}
 	snap := volsnap.Handle(loc.Dataset, short)
 	err = node.ZFS().Snapshot(ctx, snap, map[string]string{volsnap.PropContent: c.Name})
-	final := volsnap.IsFinal(err)
+	final := createFailedFinally(err)
 	if errors.Is(err, zfsexec.ErrSnapshotExists) {
 		// An earlier attempt got this far: adopt its snapshot if it is
 		// this content's.
@@ -250,6 +313,17 @@ func (r *VolumeSnapshotContentReconciler) create(ctx context.Context, c *snapsho
 	r.event(c, loc.VS, corev1.EventTypeNormal, z8rv1.EventSnapshotCreated, "Snapshot",
 		"took ZFS snapshot %s on node %s (restore size %d bytes)", snap, loc.Node, info.size)
 	return reconcile.Result{}, false, nil
+}
+
+// createFailedFinally tells whether a failed snapshot request certainly
+// did not leave a snapshot being created: the agent refused it, a name was
+// invalid, or zfs itself ran and exited with an error. Anything else (the
+// agent unreachable, the connection lost, a timeout) may have left the
+// command running or done, so the being-created annotation must stay ("be
+// on the safe side", as the csi-snapshotter sidecar says).
+func createFailedFinally(err error) bool {
+	var ce *zfsexec.CommandError
+	return errors.As(err, &ce) || errors.Is(err, agent.ErrRefused) || errors.Is(err, zfsexec.ErrInvalidName)
 }
 
 // errNotOurs: a snapshot of the content's name exists but z8r did not
@@ -512,12 +586,12 @@ func (r *VolumeSnapshotContentReconciler) destroyStray(ctx context.Context, c *s
 
 // removeFinalizers drops the bound-protection finalizer and z8r's own.
 func (r *VolumeSnapshotContentReconciler) removeFinalizers(ctx context.Context, c *snapshotv1.VolumeSnapshotContent) error {
-	if !volsnap.HasFinalizer(c, volsnap.FinalizerBound) && !volsnap.HasFinalizer(c, finalizerReleaseSourceHolds) {
+	if !volsnap.HasFinalizer(c, volsnap.FinalizerBound) && !volsnap.HasFinalizer(c, finalizerReleaseHolds) {
 		return nil
 	}
 	old := c.DeepCopy()
 	c.Finalizers = slices.DeleteFunc(c.Finalizers, func(f string) bool {
-		return f == volsnap.FinalizerBound || f == finalizerReleaseSourceHolds
+		return f == volsnap.FinalizerBound || f == finalizerReleaseHolds
 	})
 	err := r.Client.Patch(ctx, c, client.MergeFromWithOptions(old, client.MergeFromWithOptimisticLock{}))
 	return client.IgnoreNotFound(err)

@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/controllers"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/testbed/cluster"
 	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
@@ -159,7 +158,7 @@ func requestSync(t *testing.T, c *cluster.Cluster, name string) {
 	if dr.Annotations == nil {
 		dr.Annotations = map[string]string{}
 	}
-	dr.Annotations[controllers.AnnotationSyncRequested] = fmt.Sprint(time.Now().UnixNano())
+	dr.Annotations[z8rv1.AnnotationSyncRequested] = fmt.Sprint(time.Now().UnixNano())
 	if err := c.Kube.Client.Patch(ctx, dr, patch); err != nil {
 		t.Fatal(err)
 	}

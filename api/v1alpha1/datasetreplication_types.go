@@ -6,19 +6,46 @@ import (
 
 // DatasetReplicationSpec says where a dataset is snapshotted and where its
 // snapshots go.
+//
+// The API server refuses a malformed spec: a missing source, node names
+// that are not node names, dataset names ZFS (or z8r) would refuse, a
+// target that repeats another or is the source itself, a changed source,
+// an overlong schedule or retention. The schedule and retention grammars
+// are checked by the controller, which reports a bad value with an
+// InvalidReplicationAnnotation Warning Event and the Ready condition
+// False, reason InvalidSpec.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.targets) || self.targets.all(t, t.node != self.source.node || (has(t.dataset) && t.dataset != self.source.dataset))",message="a target cannot be the source itself: on the source's node, give the target another dataset"
+// +kubebuilder:validation:XValidation:rule="!has(self.targets) || self.targets.all(t, self.targets.exists_one(u, u.node == t.node && (has(u.dataset) ? u.dataset : self.source.dataset) == (has(t.dataset) ? t.dataset : self.source.dataset)))",message="targets must be unique by node and dataset (a target without a dataset uses the source's dataset name)"
 type DatasetReplicationSpec struct {
-	// Source is the dataset that is snapshotted.
+	// Source is the dataset that is snapshotted. It cannot be changed: the
+	// holds, bookmarks and snapshots z8r keeps for the targets belong to
+	// this dataset, and a changed source would orphan them and send an
+	// unrelated dataset into the targets. To replicate another dataset,
+	// create another DatasetReplication (deleting this one releases its
+	// holds).
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable: create another DatasetReplication for another dataset (deleting this one releases its holds)"
 	Source DatasetRef `json:"source"`
-	// Targets receive the snapshots, each into its own dataset.
+	// Targets receive the snapshots, each into its own dataset; at most
+	// 64, unique by node and dataset, none the source itself.
+	// +kubebuilder:validation:MaxItems=64
 	// +optional
 	Targets []ReplicationTarget `json:"targets,omitempty"`
 	// Schedule for z8r's snapshots: a duration ("6h") or a 5-field cron
-	// expression. Default 6h.
+	// expression. Default 6h. The API server only bounds its length; the
+	// controller parses it and reports a malformed schedule with an
+	// InvalidReplicationAnnotation Warning Event and Ready=False (reason
+	// InvalidSpec), taking no snapshot until it is fixed.
+	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	Schedule string `json:"schedule,omitempty"`
 	// Retention of z8r's snapshots on the source, e.g.
 	// "1x1d(keep=all) | 7x1d | 4x1w" or "last=10". Only snapshots z8r
-	// created are ever pruned, and never a target's incremental base.
+	// created are ever pruned, and never a target's incremental base. The
+	// API server only bounds its length; the controller parses it and
+	// reports a malformed policy as it does a malformed schedule, pruning
+	// nothing until it is fixed.
+	// +kubebuilder:validation:MaxLength=1024
 	// +optional
 	Retention string `json:"retention,omitempty"`
 	// IncludeForeign also replicates snapshots z8r did not create.
@@ -31,17 +58,50 @@ type DatasetReplicationSpec struct {
 
 // DatasetRef names a dataset on a node.
 type DatasetRef struct {
-	Node    string `json:"node"`
+	// Node is the name of the Kubernetes node (and its ZFSNode) whose pool
+	// holds the dataset.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Kubernetes node name: a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and '.', beginning and ending with a letter or digit)"
+	Node string `json:"node"`
+	// Dataset is the ZFS dataset, pool/child/..., as z8r accepts it:
+	// letters, digits, '-', '_', '.', ':' and '/'; no '@' or '#'; no
+	// empty, '.' or '..' component and none beginning with '-'; at most 255
+	// characters.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('@') && !self.contains('#')`,message="a dataset name cannot contain '@' or '#': name a dataset, not a snapshot or bookmark"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9_.:/@#-]*$')`,message="a dataset name may contain only letters, digits, '-', '_', '.', ':' and '/' (no spaces)"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z]')`,message="a dataset name begins with its pool's name, which begins with a letter"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('^(mirror|raidz|draid|spare|log|c[0-9])')`,message="pool names beginning with mirror, raidz, draid, spare, log or c and a digit are reserved by ZFS"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('//') && !self.endsWith('/')`,message="a dataset name has no empty component (no trailing or doubled '/')"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('(^|/)[.][.]?(/|$)')`,message="'.' and '..' are not allowed as dataset name components"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('/-')`,message="no component of a dataset name may begin with '-'"
 	Dataset string `json:"dataset"`
 }
 
 // ReplicationTarget is one replica.
 type ReplicationTarget struct {
+	// Node is the name of the node that receives the replica.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Kubernetes node name: a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and '.', beginning and ending with a letter or digit)"
 	Node string `json:"node"`
 	// Dataset on the target node; default: the source dataset's name.
+	// Same naming rules as the source's dataset.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('@') && !self.contains('#')`,message="a dataset name cannot contain '@' or '#': name a dataset, not a snapshot or bookmark"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9_.:/@#-]*$')`,message="a dataset name may contain only letters, digits, '-', '_', '.', ':' and '/' (no spaces)"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z]')`,message="a dataset name begins with its pool's name, which begins with a letter"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('^(mirror|raidz|draid|spare|log|c[0-9])')`,message="pool names beginning with mirror, raidz, draid, spare, log or c and a digit are reserved by ZFS"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('//') && !self.endsWith('/')`,message="a dataset name has no empty component (no trailing or doubled '/')"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('(^|/)[.][.]?(/|$)')`,message="'.' and '..' are not allowed as dataset name components"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('/-')`,message="no component of a dataset name may begin with '-'"
 	// +optional
 	Dataset string `json:"dataset,omitempty"`
-	// Retention on the target; default: the source's retention.
+	// Retention on the target; default: the source's retention. Its
+	// length is bounded here; its grammar is checked by the controller,
+	// as the source's retention is.
+	// +kubebuilder:validation:MaxLength=1024
 	// +optional
 	Retention string `json:"retention,omitempty"`
 	// RollbackDiverged (the name is kept from earlier releases) lets z8r
@@ -144,6 +204,7 @@ type DatasetReplication struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// +kubebuilder:validation:Required
 	Spec   DatasetReplicationSpec   `json:"spec,omitempty"`
 	Status DatasetReplicationStatus `json:"status,omitempty"`
 }

@@ -9,6 +9,17 @@
 //     dataset is snapshotted and replicated to, and, in status, how far each
 //     target is. The controller creates these from node annotations (and
 //     PVC annotations); users may also create them directly.
+//   - ReplicationTargetPolicy (cluster-scoped): which replica targets
+//     tenants may ask for.
+//
+// The markers on the spec types are part of the contract: the API server
+// refuses a DatasetReplication or ReplicationTargetPolicy whose node
+// names are not node names, whose dataset names zfsexec.ValidateDataset
+// would refuse (as far as CEL can tell), whose targets repeat or equal
+// the source, or whose source changed (README, "What the API server
+// refuses"). The schedule and retention grammars stay the controller's to
+// check. The controller still validates everything it uses, since
+// objects created before the rules (or on a server without them) exist.
 //
 // +kubebuilder:object:generate=true
 // +groupName=z8r.dev

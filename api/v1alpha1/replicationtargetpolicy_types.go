@@ -17,8 +17,13 @@ type ReplicationTargetPolicySpec struct {
 	// VolumeSnapshots this policy applies to, by their labels. An empty
 	// selector ({}) selects every namespace.
 	NamespaceSelector metav1.LabelSelector `json:"namespaceSelector"`
-	// Targets tenants of those namespaces may ask for.
+	// Targets tenants of those namespaces may ask for: at least one, at
+	// most 256, unique by node and parent dataset.
+	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=256
+	// +listType=map
+	// +listMapKey=node
+	// +listMapKey=parentDataset
 	Targets []AllowedTarget `json:"targets"`
 }
 
@@ -26,14 +31,22 @@ type ReplicationTargetPolicySpec struct {
 // parent dataset.
 type AllowedTarget struct {
 	// Node is the name of the node that may receive replicas.
-	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Kubernetes node name: a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and '.', beginning and ending with a letter or digit)"
 	Node string `json:"node"`
 	// ParentDataset: a replica dataset must be a descendant of it
 	// (ParentDataset/...), never ParentDataset itself. A pool name ("tank")
-	// allows any dataset of the pool except its root.
+	// allows any dataset of the pool except its root. A dataset name, with
+	// the rules of DatasetReplication's datasets (so no trailing '/').
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('@') && !self.contains('#')`,message="a dataset name cannot contain '@' or '#': name a dataset, not a snapshot or bookmark"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z0-9_.:/@#-]*$')`,message="a dataset name may contain only letters, digits, '-', '_', '.', ':' and '/' (no spaces)"
+	// +kubebuilder:validation:XValidation:rule=`self.matches('^[A-Za-z]')`,message="a dataset name begins with its pool's name, which begins with a letter"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('^(mirror|raidz|draid|spare|log|c[0-9])')`,message="pool names beginning with mirror, raidz, draid, spare, log or c and a digit are reserved by ZFS"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('//') && !self.endsWith('/')`,message="a dataset name has no empty component (no trailing or doubled '/')"
+	// +kubebuilder:validation:XValidation:rule=`!self.matches('(^|/)[.][.]?(/|$)')`,message="'.' and '..' are not allowed as dataset name components"
+	// +kubebuilder:validation:XValidation:rule=`!self.contains('/-')`,message="no component of a dataset name may begin with '-'"
 	ParentDataset string `json:"parentDataset"`
 }
 

@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/controllers"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/snapname"
 	"github.com/z8r-project/z8r/internal/testbed/cluster"
@@ -769,7 +768,7 @@ func (r *run) requestSync() {
 	if dr.Annotations == nil {
 		dr.Annotations = map[string]string{}
 	}
-	dr.Annotations[controllers.AnnotationSyncRequested] = strconv.FormatInt(time.Now().UnixNano(), 10)
+	dr.Annotations[z8rv1.AnnotationSyncRequested] = strconv.FormatInt(time.Now().UnixNano(), 10)
 	_ = r.c.Kube.Client.Patch(r.ctx, dr, patch)
 }
 

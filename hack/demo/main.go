@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/controllers"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/testbed/cluster"
@@ -201,7 +200,7 @@ func requestSync(p *tb.Program, c *cluster.Cluster, name string) {
 	if dr.Annotations == nil {
 		dr.Annotations = map[string]string{}
 	}
-	dr.Annotations[controllers.AnnotationSyncRequested] = fmt.Sprint(time.Now().UnixNano())
+	dr.Annotations[z8rv1.AnnotationSyncRequested] = fmt.Sprint(time.Now().UnixNano())
 	if err := c.Kube.Client.Patch(ctx, dr, patch); err != nil {
 		p.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -131,8 +132,8 @@ func (s *Server) grantLogin(meta ssh.ConnMetadata, cert *ssh.Certificate) (*ssh.
 	}}, nil
 }
 
-// grantOf returns the grant of an authenticated connection (nil for a
-// plain key login) and marks its serial used; a replay fails.
+// grantOf returns the grant carried by an accepted login's permissions
+// (nil for a plain key login).
 func (s *Server) grantOf(perms *ssh.Permissions) (*grantConn, error) {
 	ext := perms.Extensions
 	if _, ok := ext[extGrant]; !ok {
@@ -150,11 +151,33 @@ func (s *Server) grantOf(perms *ssh.Permissions) (*grantConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	gc := &grantConn{grant: g, keyID: ext[extGrantKeyID], serial: serial, validBefore: time.Unix(vb, 0)}
-	if err := s.used.use(serial, gc.validBefore, time.Now()); err != nil {
-		return gc, err
+	return &grantConn{grant: g, keyID: ext[extGrantKeyID], serial: serial, validBefore: time.Unix(vb, 0)}, nil
+}
+
+// useGrant is the ssh.ServerConfig.VerifiedPublicKeyCallback: it runs once
+// the client proved it holds the key (a key query or a bad signature never
+// gets here, so neither can burn a grant) and marks a grant's serial used,
+// refusing the login when it was used already (a replay) during the
+// handshake, where the client sees the refusal.
+func (s *Server) useGrant(meta ssh.ConnMetadata, perms *ssh.Permissions) (*ssh.Permissions, error) {
+	gc, err := s.grantOf(perms)
+	if gc == nil && err == nil {
+		return perms, nil
 	}
-	return gc, nil
+	if err == nil {
+		err = s.used.use(gc.serial, gc.validBefore, time.Now())
+	}
+	if err != nil {
+		who := client{remote: meta.RemoteAddr().String(), fingerprint: perms.Extensions[extFingerprint], grant: true}
+		if gc != nil {
+			who.keyID, who.serial = gc.keyID, gc.serial
+		}
+		// Refused here and audited here: not again as a failed handshake.
+		s.accepted.Delete(who.remote)
+		s.audit(who.record("login", nil, outcomeRefused, err.Error()))
+		return nil, fmt.Errorf("agent: grant refused: %w", err)
+	}
+	return perms, nil
 }
 
 // grantReads are the read-only argvs zfsexec.ZFS.Recv runs through a

@@ -152,6 +152,9 @@ func (s *Server) sshConfig() *ssh.ServerConfig {
 			s.audit(auditRecord{Remote: meta.RemoteAddr().String(), Fingerprint: fp, Request: "login", Outcome: outcomeRefused, Reason: "unknown client key"})
 			return nil, errors.New("agent: unknown client key")
 		},
+		VerifiedPublicKeyCallback: func(meta ssh.ConnMetadata, _ ssh.PublicKey, perms *ssh.Permissions, _ string) (*ssh.Permissions, error) {
+			return s.useGrant(meta, perms)
+		},
 		ServerVersion: "SSH-2.0-z8r-agent",
 	}
 	c.AddHostKey(s.cfg.HostKey)

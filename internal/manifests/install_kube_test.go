@@ -38,7 +38,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/controllers"
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
 )
 
@@ -747,7 +746,7 @@ func testControllerRuns(t *testing.T, env *kubeenv.Env, bin string) {
 	// A sync request (what kubectl z8r sync sets) is accepted from an admin
 	// and reconciled by the controller under its own identity.
 	patch := client.MergeFrom(dr.DeepCopy())
-	metav1.SetMetaDataAnnotation(&dr.ObjectMeta, controllers.AnnotationSyncRequested, "1")
+	metav1.SetMetaDataAnnotation(&dr.ObjectMeta, z8rv1.AnnotationSyncRequested, "1")
 	if err := c.Patch(ctx, &dr, patch); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,8 @@
 // names and finds the ZFS snapshots it takes for contents, the
 // z8r.dev/replicate-to grammar, the per-content replication status kept in
 // an annotation, and the choices behind scheduled VolumeSnapshots of a
-// PVC. The controllers package does the I/O.
+// PVC. It is pure: it talks to no node, agent or API server and imports
+// none of their packages; the controllers package does the I/O.
 //
 // # replicate-to
 //
@@ -65,16 +66,18 @@
 // pre-provisioned one imported; a ready content with a stale
 // being-created annotation has it removed. The controller sets
 // AnnBeingCreated before asking the node and removes it on success or on
-// an error IsFinal says is final; any other error leaves it, so deletion
-// waits and a retry adopts what the first attempt may have done.
+// an error it knows to be final (the agent refused, an invalid name, zfs
+// ran and failed); any other error leaves it, so deletion waits and a
+// retry adopts what the first attempt may have done.
 //
 // # Replication status
 //
 // Status (annotation z8r.dev/replication-status, JSON) has one
 // TargetState per target: Pending, Replicated (with the GUID and the
-// replica's content), Failed or Diverged (retried after Backoff), Skipped
-// (the target already had a newer snapshot: ZFS cannot receive an older
-// one after it), or Refused (another replication writes that dataset).
+// replica's content), Failed or Diverged (retried with the controller's
+// backoff), Skipped (the target already had a newer snapshot: ZFS cannot
+// receive an older one after it), or Refused (another replication writes
+// that dataset).
 //
 // # Scheduled VolumeSnapshots
 //

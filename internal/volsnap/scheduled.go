@@ -74,17 +74,6 @@ func SlotTime(sched schedule.Schedule, now time.Time) time.Time {
 	return now
 }
 
-// LastScheduled is the newest At (zero if none).
-func LastScheduled(s []Scheduled) time.Time {
-	var last time.Time
-	for _, x := range s {
-		if x.At.After(last) {
-			last = x.At
-		}
-	}
-	return last
-}
-
 // Waiting returns a scheduled VolumeSnapshot that is not ready yet (and
 // not being deleted), if there is one. While one waits no new one is
 // taken: a source node that is down gets at most one pending scheduled

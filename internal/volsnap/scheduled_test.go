@@ -132,9 +132,6 @@ func TestPruneScheduled_Cases(t *testing.T) {
 	if got := PruneScheduled([]Scheduled{{Name: "a", Ready: true, At: t0}, {Name: "b", Ready: true, At: at(1)}}, retention.Policy{}, at(4)); len(got) != 0 {
 		t.Errorf("zero policy pruned %v", got)
 	}
-	if LastScheduled([]Scheduled{{At: at(1)}, {At: at(3)}, {At: at(2)}}) != at(3) || !LastScheduled(nil).IsZero() {
-		t.Errorf("LastScheduled")
-	}
 }
 
 func TestReplicationPending_Cases(t *testing.T) {

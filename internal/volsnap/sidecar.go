@@ -1,13 +1,9 @@
 package volsnap
 
 import (
-	"errors"
 	"slices"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-
-	"github.com/z8r-project/z8r/internal/agent"
-	"github.com/z8r-project/z8r/zfsexec"
 )
 
 // What the upstream snapshot-controller and csi-snapshotter sidecar put on
@@ -103,15 +99,4 @@ func IsReady(c *snapshotv1.VolumeSnapshotContent) bool {
 // HasFinalizer reports whether c carries f.
 func HasFinalizer(c *snapshotv1.VolumeSnapshotContent, f string) bool {
 	return slices.Contains(c.Finalizers, f)
-}
-
-// IsFinal tells whether a failed snapshot request certainly did not leave
-// a snapshot being created: the agent refused it, a name was invalid, or
-// zfs itself ran and exited with an error. Anything else (the agent
-// unreachable, the connection lost, a timeout) may have left the command
-// running or done, so the being-created annotation must stay ("be on the
-// safe side", as the sidecar says).
-func IsFinal(err error) bool {
-	var ce *zfsexec.CommandError
-	return errors.As(err, &ce) || errors.Is(err, agent.ErrRefused) || errors.Is(err, zfsexec.ErrInvalidName)
 }

@@ -1,15 +1,10 @@
 package volsnap
 
 import (
-	"errors"
-	"fmt"
 	"testing"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/z8r-project/z8r/internal/agent"
-	"github.com/z8r-project/z8r/zfsexec"
 )
 
 // content builds a dynamic, bound content with deletionPolicy Delete.
@@ -83,25 +78,5 @@ func TestNext_SidecarOrder(t *testing.T) {
 				t.Errorf("Next = %v, want %v", got, tt.want)
 			}
 		})
-	}
-}
-
-func TestIsFinal_Classes(t *testing.T) {
-	tests := []struct {
-		err   error
-		final bool
-	}{
-		{&zfsexec.CommandError{Argv: []string{"zfs", "snapshot"}, ExitCode: 1, Stderr: "cannot open 'tank/x': dataset does not exist"}, true},
-		{fmt.Errorf("wrapped: %w", &zfsexec.CommandError{ExitCode: 2}), true},
-		{&agent.RefusedError{Reason: "outside the pools"}, true},
-		{&zfsexec.NameError{Name: "x y", Reason: "bad"}, true},
-		{fmt.Errorf("agent: %w", agent.ErrUnreachable), false},
-		{errors.New("context deadline exceeded"), false},
-		{&agent.RemoteError{Kind: "internal", Message: "?"}, false},
-	}
-	for _, tt := range tests {
-		if got := IsFinal(tt.err); got != tt.final {
-			t.Errorf("IsFinal(%v) = %v, want %v", tt.err, got, tt.final)
-		}
 	}
 }

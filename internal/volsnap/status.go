@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"time"
 )
 
 // Replication states of one target of a content.
@@ -103,19 +102,4 @@ func cmpString(a, b string) int {
 		return 1
 	}
 	return 0
-}
-
-// Retry bounds for failed targets.
-const (
-	RetryMin = 5 * time.Second
-	RetryMax = 10 * time.Minute
-)
-
-// Backoff is the wait before attempt n+1 after n consecutive failures.
-func Backoff(attempts int) time.Duration {
-	d := RetryMin
-	for i := 1; i < attempts && d < RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, RetryMax)
 }

@@ -27,12 +27,3 @@ func TestStatus_RoundTripAndSet(t *testing.T) {
 		t.Error("garbage: want an error")
 	}
 }
-
-func TestBackoff_Bounded(t *testing.T) {
-	if Backoff(0) != RetryMin || Backoff(1) != RetryMin || Backoff(2) != 2*RetryMin {
-		t.Errorf("%v %v %v", Backoff(0), Backoff(1), Backoff(2))
-	}
-	if Backoff(100) != RetryMax {
-		t.Errorf("Backoff(100) = %v", Backoff(100))
-	}
-}

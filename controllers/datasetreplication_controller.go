@@ -1,0 +1,734 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/agent"
+	"github.com/z8r-project/z8r/internal/failpoint"
+	"github.com/z8r-project/z8r/internal/plan"
+	"github.com/z8r-project/z8r/internal/policy"
+	"github.com/z8r-project/z8r/internal/replicate"
+	"github.com/z8r-project/z8r/internal/retention"
+	"github.com/z8r-project/z8r/internal/schedule"
+	"github.com/z8r-project/z8r/internal/snapname"
+)
+
+// FailAfterSnapshot is the failpoint (package failpoint) hit right after a
+// scheduled snapshot is taken, before any target is synced.
+const FailAfterSnapshot = "controller.after-snapshot"
+
+// DatasetReplicationReconciler snapshots on schedule and keeps every target
+// current.
+type DatasetReplicationReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Agents   NodeAccess
+	Metrics  *Metrics
+	Clock    schedule.Clock
+	// SnapshotPrefix names z8r's snapshots (default "z8r").
+	SnapshotPrefix string
+	// MaxConcurrent syncs of different datasets (default 4).
+	MaxConcurrent int
+
+	// RemovedTargetGrace is how long a target removed from the spec keeps
+	// its base held on the source (default DefaultRemovedTargetGrace).
+	RemovedTargetGrace time.Duration
+	// SnapshotsServed: the snapshot.storage.k8s.io API is served, so
+	// VolumeSnapshot replications claim datasets too.
+	SnapshotsServed bool
+
+	skipNameValidation bool
+}
+
+// +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get;list;watch
+// +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications/finalizers,verbs=update
+// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch
+
+// Reconcile implements reconcile.Reconciler.
+func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	log := logf.FromContext(ctx).WithValues("replication", req.Name)
+	ctx = logf.IntoContext(ctx, log)
+	var dr z8rv1.DatasetReplication
+	if err := r.Client.Get(ctx, req.NamespacedName, &dr); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !dr.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, &dr)
+	}
+	if !controllerutil.ContainsFinalizer(&dr, finalizerReleaseHolds) {
+		controllerutil.AddFinalizer(&dr, finalizerReleaseHolds)
+		if err := r.Client.Update(ctx, &dr); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	// One source dataset has one replication, one target dataset one
+	// writer: a later claimant is refused and nothing runs for it.
+	all, err := claimLister{Client: r.Client, Snapshots: r.SnapshotsServed}.conflicts(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if mine := policy.ConflictsOf(all, claimKindReplication, dr.Name); len(mine) > 0 {
+		return r.refuse(ctx, &dr, mine)
+	}
+	if dr.Spec.Suspend {
+		return reconcile.Result{}, nil
+	}
+	sched, err := schedule.Parse(orDefault(dr.Spec.Schedule, schedule.DefaultInterval.String()))
+	if err != nil {
+		return r.invalid(ctx, &dr, "schedule", err)
+	}
+	srcRet, err := retention.Parse(orDefault(dr.Spec.Retention, retention.DefaultSource))
+	if err != nil {
+		return r.invalid(ctx, &dr, "retention", err)
+	}
+	now := r.Clock.Now()
+	status := dr.Status.DeepCopy()
+	status.ObservedGeneration = dr.Generation
+
+	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
+	if errors.Is(err, ErrHostKeyUnknown) {
+		// A new agent whose key the ZFSNode reconciler is about to pin.
+		return reconcile.Result{RequeueAfter: retryPinning}, nil
+	}
+	if err != nil {
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Connect", "source node %s: %v", dr.Spec.Source.Node, err)
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: z8rv1.ConditionReady, Status: metav1.ConditionFalse,
+			Reason: z8rv1.ReasonSourceUnavailable, Message: err.Error(), ObservedGeneration: dr.Generation})
+		status.State = z8rv1.TargetFailed
+		if uerr := r.writeStatus(ctx, &dr, status); uerr != nil {
+			return reconcile.Result{}, uerr
+		}
+		return reconcile.Result{RequeueAfter: retryUnavailable}, nil
+	}
+	dataset := dr.Spec.Source.Dataset
+
+	// 1. Snapshot on schedule.
+	srcList, err := replicate.List(ctx, src.ZFS(), dataset)
+	if err != nil {
+		r.Agents.DropFailed(err, src)
+		return r.sourceError(ctx, &dr, status, err)
+	}
+	if !srcList.Exists {
+		return r.sourceError(ctx, &dr, status, fmt.Errorf("source dataset %s does not exist on node %s", dataset, src.Name))
+	}
+	// The schedule counts from the newest of this replication's snapshots
+	// (the time in z8r's own name is the controller clock's, which keeps
+	// the schedule consistent with the clock that decides; creation is the
+	// node's clock). One named in the future (a clock that ran ahead) does
+	// not count, or it would freeze the schedule until then.
+	last, future, lastName := scheduleTimes(srcList, dr.Name, now)
+	if lastName != "" {
+		status.LastSnapshot = lastName
+		status.LastSnapshotTime = &metav1.Time{Time: last}
+	}
+	if len(future) > 0 {
+		log.Info("snapshots named in the future ignored by the schedule", "snapshots", future)
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventFutureSnapshot, "Schedule",
+			"snapshots of %s are named after the controller's time %s (a clock ran ahead); the schedule does not wait for them: %v", dataset, now.UTC().Format(time.RFC3339), future)
+	}
+	if sched.Due(last, now) {
+		name, err := replicate.TakeSnapshot(ctx, src.ZFS(), dataset, r.prefix(), dr.Name, now)
+		if err != nil {
+			r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotFailed, "Snapshot", "snapshot of %s failed: %v", dataset, err)
+			return r.sourceError(ctx, &dr, status, err)
+		}
+		failpoint.Hit(FailAfterSnapshot)
+		log.Info("took snapshot", "dataset", dataset, "snapshot", name)
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventSnapshotCreated, "Snapshot", "took %s@%s", dataset, name)
+		if r.Metrics != nil {
+			r.Metrics.Snapshots.WithLabelValues(dr.Name).Inc()
+		}
+		last = now
+		status.LastSnapshot = name
+		status.LastSnapshotTime = &metav1.Time{Time: now}
+	}
+	next := sched.NextDue(last, now)
+	status.NextSnapshotTime = &metav1.Time{Time: next}
+	requeue := next.Sub(now)
+
+	// 2. Every target, independently: one failing does not block the others.
+	prev := map[string]z8rv1.TargetStatus{}
+	for _, t := range dr.Status.Targets {
+		prev[t.Node+"/"+t.Dataset] = t
+	}
+	status.Targets = nil
+	protected := map[string]bool{}
+	for _, t := range dr.Spec.Targets {
+		ts := r.syncTarget(ctx, &dr, src, t, prev[t.Node+"/"+targetDataset(dr, t)], now)
+		if ts.ProtectedBase != "" {
+			protected[ts.ProtectedBase] = true
+		}
+		if ts.State != z8rv1.TargetSynced && ts.State != z8rv1.TargetBehind {
+			if d := backoff(ts.ConsecutiveFailures); d < requeue {
+				requeue = d
+			}
+		}
+		status.Targets = append(status.Targets, ts)
+	}
+	// Targets removed from the spec keep their base held (and
+	// bookmarked) for a grace period, so re-adding one (a typo, a Node
+	// recreated) still syncs incrementally; then it is released.
+	for key, old := range prev {
+		if hasTarget(dr, key) {
+			continue
+		}
+		if old.RemovedAt == nil {
+			old.RemovedAt = &metav1.Time{Time: now}
+			log.Info("target removed; its base stays held for the grace period", "node", old.Node, "dataset", old.Dataset, "grace", r.removedGrace().String())
+		}
+		if left := old.RemovedAt.Add(r.removedGrace()).Sub(now); left > 0 {
+			status.Targets = append(status.Targets, old)
+			requeue = min(requeue, left)
+			continue
+		}
+		if err := replicate.Unprotect(ctx, src.ZFS(), dataset, policy.ID(old.Node, old.Dataset)); err != nil {
+			log.Error(err, "release holds of removed target failed", "node", old.Node, "dataset", old.Dataset)
+			status.Targets = append(status.Targets, old) // keep it listed until released
+			continue
+		}
+		if leaked := r.releaseReplicaHold(ctx, old.Node, old.Dataset); leaked != "" {
+			r.Recorder.Eventf(&dr, nodeRef(old.Node), corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
+				"removed target %s:%s: %s", old.Node, old.Dataset, leaked)
+		}
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventTargetRemoved, "Release", "released the base held for removed target %s:%s", old.Node, old.Dataset)
+		if r.Metrics != nil {
+			r.Metrics.Forget(dr.Name, old.Node+":"+old.Dataset)
+		}
+	}
+	// Never prune a target's base or its last known snapshot (a target in
+	// its grace period included).
+	for _, ts := range status.Targets {
+		for _, s := range []string{ts.ProtectedBase, ts.LastSnapshot} {
+			if s != "" {
+				protected[s] = true
+			}
+		}
+	}
+
+	// 3. Source retention: only z8r's snapshots, never a held base.
+	pruned, err := replicate.Prune(ctx, src.ZFS(), dataset, dr.Name, srcRet, now, func(s string) bool { return protected[s] })
+	if err != nil {
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning %s: %v", dataset, err)
+	} else if len(pruned) > 0 {
+		r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) of %s: %v", len(pruned), dataset, pruned)
+	}
+
+	summarize(status, dr.Generation)
+	if err := r.writeStatus(ctx, &dr, status); err != nil {
+		return reconcile.Result{}, err
+	}
+	if requeue < time.Second {
+		requeue = time.Second
+	}
+	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// DefaultRemovedTargetGrace is how long a removed target's base stays
+// held before it is released.
+const DefaultRemovedTargetGrace = 10 * time.Minute
+
+func (r *DatasetReplicationReconciler) removedGrace() time.Duration {
+	if r.RemovedTargetGrace > 0 {
+		return r.RemovedTargetGrace
+	}
+	return DefaultRemovedTargetGrace
+}
+
+// scheduleTimes returns the time the schedule counts from (the newest of
+// the replication's own snapshots, by the time in its name, that is not
+// in the future: schedule.Last), that snapshot's name, and the names of
+// those named in the future.
+func scheduleTimes(l replicate.Listing, policyID string, now time.Time) (last time.Time, future []string, lastName string) {
+	var times []time.Time
+	names := map[time.Time][]string{}
+	for _, d := range l.Snapshots {
+		if !d.IsSnapshot() || !snapname.IsOwnedBy(d.LocalProps, policyID) {
+			continue
+		}
+		t := d.Creation
+		if _, nt, ok := snapname.Parse(d.ShortName()); ok {
+			t = nt
+		}
+		times = append(times, t)
+		names[t] = append(names[t], d.ShortName())
+	}
+	last, fut := schedule.Last(times, now, schedule.MaxClockSkew)
+	for _, t := range fut {
+		future = append(future, names[t]...)
+	}
+	slices.Sort(future)
+	future = slices.Compact(future)
+	if n := names[last]; len(n) > 0 {
+		lastName = n[len(n)-1]
+	}
+	return last, future, lastName
+}
+
+func (r *DatasetReplicationReconciler) prefix() string {
+	if r.SnapshotPrefix == "" {
+		return snapname.DefaultPrefix
+	}
+	return r.SnapshotPrefix
+}
+
+func targetDataset(dr z8rv1.DatasetReplication, t z8rv1.ReplicationTarget) string {
+	return orDefault(t.Dataset, dr.Spec.Source.Dataset)
+}
+
+func hasTarget(dr z8rv1.DatasetReplication, key string) bool {
+	for _, t := range dr.Spec.Targets {
+		if t.Node+"/"+targetDataset(dr, t) == key {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeRef is the target's ZFSNode, set as an Event's related object so
+// that events about different targets of one replication stay distinct.
+func nodeRef(node string) *z8rv1.ZFSNode {
+	return &z8rv1.ZFSNode{TypeMeta: metav1.TypeMeta{APIVersion: z8rv1.GroupVersion.String(), Kind: "ZFSNode"},
+		ObjectMeta: metav1.ObjectMeta{Name: node}}
+}
+
+// Why a target's sync failed: the reason label of z8r_sync_failures_total.
+const (
+	failTargetUnavailable = "TargetUnavailable"
+	failDiverged          = "Diverged"
+	failResumeAbandoned   = "ResumeAbandoned"
+	failSyncFailed        = "SyncFailed"
+)
+
+// syncTarget brings one target up to date and returns its status.
+func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1.DatasetReplication, src *Node, t z8rv1.ReplicationTarget, prev z8rv1.TargetStatus, now time.Time) z8rv1.TargetStatus {
+	log := logf.FromContext(ctx).WithValues("target", t.Node, "dataset", targetDataset(*dr, t))
+	ts := prev
+	ts.Node, ts.Dataset = t.Node, targetDataset(*dr, t)
+	ts.RemovedAt = nil // back in the spec within the grace period
+	label := ts.Node + ":" + ts.Dataset
+	related := nodeRef(t.Node)
+	fail := func(state, reason string, err error) z8rv1.TargetStatus {
+		ts.State, ts.LastError = state, err.Error()
+		ts.ConsecutiveFailures++
+		if r.Metrics != nil {
+			r.Metrics.SyncFailures.WithLabelValues(dr.Name, label, reason).Inc()
+		}
+		return ts
+	}
+	tgt, err := r.Agents.Get(ctx, t.Node)
+	if errors.Is(err, ErrHostKeyUnknown) {
+		ts.State, ts.LastError = z8rv1.TargetPending, err.Error()
+		return ts
+	}
+	if err != nil {
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Connect", "target %s: %v", label, err)
+		return fail(z8rv1.TargetFailed, failTargetUnavailable, err)
+	}
+	id := policy.ID(t.Node, ts.Dataset)
+	start := time.Now()
+	progress, transferred := r.markSyncing(ctx, dr, ts.Node, ts.Dataset)
+	res, err := replicate.SyncTarget(ctx, src, dr.Spec.Source.Dataset, replicate.Target{
+		ID: id, PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
+		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
+	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress})
+	transferred()
+	ts.SnapshotsBehind = res.Behind
+	if res.ProtectedBase != "" {
+		ts.ProtectedBase = res.ProtectedBase
+	}
+	if res.Newest != "" {
+		ts.LastSnapshot, ts.LastSnapshotGUID = res.Newest, strconv.FormatUint(res.NewestGUID, 10)
+	}
+	if r.Metrics != nil {
+		r.Metrics.Behind.WithLabelValues(dr.Name, label).Set(float64(res.Behind))
+	}
+	if res.MovedAside != "" {
+		ts.MovedAside = res.MovedAside
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetMovedAside, "MoveAside",
+			"target %s had diverged; as its policy allows it was moved aside to %s on %s (every snapshot and write kept) and received afresh", label, res.MovedAside, t.Node)
+	}
+	if err != nil {
+		var ce *plan.ConflictError
+		if errors.As(err, &ce) {
+			log.Info("target diverged; left untouched", "kind", ce.Kind.String(), "error", err.Error())
+			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventTargetDiverged, "Sync",
+				"target %s diverged from the source and was left untouched: %v", label, err)
+			return fail(z8rv1.TargetDiverged, failDiverged, err)
+		}
+		if errors.Is(err, replicate.ErrResumeAbandoned) {
+			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventResumeAbandoned, "Resume",
+				"target %s: an interrupted receive could not be resumed and was discarded: %v", label, err)
+			return fail(z8rv1.TargetFailed, failResumeAbandoned, err)
+		}
+		// Only a connection that failed: a target the source could not
+		// reach must not cancel the source's other transfers.
+		r.Agents.DropFailed(err, src, tgt)
+		log.Error(err, "sync failed")
+		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Sync", "target %s: %v", label, err)
+		return fail(z8rv1.TargetFailed, failSyncFailed, err)
+	}
+	ts.ConsecutiveFailures, ts.LastError = 0, ""
+	ts.State = z8rv1.TargetSynced
+	if res.Behind > 0 {
+		ts.State = z8rv1.TargetBehind
+	}
+	if r.Metrics != nil {
+		r.Metrics.Succeeded(dr.Name, label, now)
+	}
+	if len(res.Steps) > 0 {
+		d := time.Since(start)
+		ts.LastSyncTime = &metav1.Time{Time: r.Clock.Now()}
+		ts.LastSyncDuration = &metav1.Duration{Duration: d}
+		ts.LastSyncBytes = res.Bytes()
+		ts.LastSyncKind = "incremental"
+		if res.Full() {
+			ts.LastSyncKind = "full"
+		}
+		log.Info("replicated", "steps", len(res.Steps), "bytes", res.Bytes(), "kind", ts.LastSyncKind, "duration", d.String())
+		r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventReplicated, "Sync",
+			"%s sync of %s to %s: %d step(s), %d bytes, up to @%s", ts.LastSyncKind, dr.Spec.Source.Dataset, label, len(res.Steps), res.Bytes(), res.Newest)
+		if r.Metrics != nil {
+			r.Metrics.SyncDuration.WithLabelValues(dr.Name, label).Observe(d.Seconds())
+			r.Metrics.SyncBytes.WithLabelValues(dr.Name, label).Add(float64(res.Bytes()))
+		}
+	} else if ts.LastSyncTime == nil {
+		ts.LastSyncTime = &metav1.Time{Time: r.Clock.Now()}
+	}
+	// Target retention (default: the source's): z8r's received snapshots only,
+	// never the newest (the next base).
+	tgtRet, perr := retention.Parse(orDefault(t.Retention, orDefault(dr.Spec.Retention, retention.DefaultTarget)))
+	if perr == nil {
+		if pruned, err := replicate.Prune(ctx, tgt.ZFS(), ts.Dataset, dr.Name, tgtRet, now, func(s string) bool { return s == res.Newest }); err != nil {
+			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning target %s: %v", label, err)
+		} else if len(pruned) > 0 {
+			r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) on target %s: %v", len(pruned), label, pruned)
+		}
+	}
+	return ts
+}
+
+// markSyncing makes a target's transfer visible while it runs: on the
+// first progress report of the sync (agents report every second, so a
+// transfer that takes longer shows) the target's state in the object's
+// status becomes Syncing. The returned transferred must be called when the
+// sync returned; it waits for that write, so the status the reconcile
+// writes at its end (with the sync's outcome) always comes after it.
+func (r *DatasetReplicationReconciler) markSyncing(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset string) (progress func(int, agent.Progress), transferred func()) {
+	started, stop, written := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	go func() {
+		defer close(written)
+		select {
+		case <-started:
+		case <-stop:
+			select {
+			case <-started: // reported, however short: recorded all the same
+			default:
+				return
+			}
+		}
+		if err := r.setTargetState(ctx, dr, node, dataset, z8rv1.TargetSyncing); err != nil {
+			logf.FromContext(ctx).Error(err, "recording a target as syncing failed", "node", node, "dataset", dataset)
+		}
+	}()
+	progress = func(int, agent.Progress) { once.Do(func() { close(started) }) }
+	transferred = func() {
+		close(stop)
+		<-written
+	}
+	return progress, transferred
+}
+
+// setTargetState sets one target's state in dr's status as stored, adding
+// the target if the status does not list it yet; the rest is left as it is.
+func (r *DatasetReplicationReconciler) setTargetState(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset, state string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cur z8rv1.DatasetReplication
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(dr), &cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		i := slices.IndexFunc(cur.Status.Targets, func(t z8rv1.TargetStatus) bool { return t.Node == node && t.Dataset == dataset })
+		if i < 0 {
+			cur.Status.Targets = append(cur.Status.Targets, z8rv1.TargetStatus{Node: node, Dataset: dataset})
+			i = len(cur.Status.Targets) - 1
+		}
+		cur.Status.Targets[i].State = state
+		return r.Client.Status().Update(ctx, &cur)
+	})
+}
+
+// summarize fills the aggregate fields kubectl shows.
+func summarize(s *z8rv1.DatasetReplicationStatus, gen int64) {
+	synced, worst, maxBehind := 0, z8rv1.TargetSynced, 0
+	rank := map[string]int{z8rv1.TargetSynced: 0, z8rv1.TargetBehind: 1, z8rv1.TargetPending: 2, z8rv1.TargetSyncing: 2, z8rv1.TargetFailed: 3, z8rv1.TargetDiverged: 4}
+	for _, t := range s.Targets {
+		if t.State == z8rv1.TargetSynced {
+			synced++
+		}
+		if rank[t.State] > rank[worst] {
+			worst = t.State
+		}
+		if t.SnapshotsBehind > maxBehind {
+			maxBehind = t.SnapshotsBehind
+		}
+	}
+	s.State = worst
+	s.MaxSnapshotsBehind = maxBehind
+	s.TargetsSummary = fmt.Sprintf("%d/%d", synced, len(s.Targets))
+	cond := metav1.Condition{Type: z8rv1.ConditionReady, Status: metav1.ConditionTrue, Reason: z8rv1.ReasonAllTargetsSynced,
+		Message: "every target has the newest snapshot", ObservedGeneration: gen}
+	if synced != len(s.Targets) {
+		cond.Status, cond.Reason = metav1.ConditionFalse, z8rv1.ReasonTargetsNotSynced
+		cond.Message = fmt.Sprintf("%d of %d targets synced; worst state %s", synced, len(s.Targets), worst)
+	}
+	meta.SetStatusCondition(&s.Conditions, cond)
+}
+
+func (r *DatasetReplicationReconciler) sourceError(ctx context.Context, dr *z8rv1.DatasetReplication, status *z8rv1.DatasetReplicationStatus, err error) (reconcile.Result, error) {
+	logf.FromContext(ctx).Error(err, "source failed")
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: z8rv1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: z8rv1.ReasonSourceFailed, Message: err.Error(), ObservedGeneration: dr.Generation})
+	status.State = z8rv1.TargetFailed
+	if uerr := r.writeStatus(ctx, dr, status); uerr != nil {
+		return reconcile.Result{}, uerr
+	}
+	return reconcile.Result{RequeueAfter: retryUnavailable}, nil
+}
+
+// refuse reports that dr claims a dataset an earlier replication has:
+// Ready=False reason Conflict and a Warning naming the first; nothing runs
+// (no snapshot, transfer, hold or prune) until the other one goes.
+func (r *DatasetReplicationReconciler) refuse(ctx context.Context, dr *z8rv1.DatasetReplication, conflicts []policy.Conflict) (reconcile.Result, error) {
+	msgs := make([]string, 0, len(conflicts))
+	for _, c := range conflicts {
+		msgs = append(msgs, conflictMessage(c))
+	}
+	msg := strings.Join(msgs, "; ")
+	logf.FromContext(ctx).Info("replication refused: a dataset it claims belongs to another replication", "first", conflicts[0].First.Owner.String(), "conflicts", len(conflicts))
+	status := dr.Status.DeepCopy()
+	cur := meta.FindStatusCondition(status.Conditions, z8rv1.ConditionReady)
+	if cur == nil || cur.Reason != z8rv1.ReasonConflict || cur.Message != msg {
+		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventReplicationConflict, "Refuse", "%s", msg)
+	}
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: z8rv1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: z8rv1.ReasonConflict, Message: msg, ObservedGeneration: dr.Generation})
+	status.State = z8rv1.TargetFailed
+	status.ObservedGeneration = dr.Generation
+	if err := r.writeStatus(ctx, dr, status); err != nil {
+		return reconcile.Result{}, err
+	}
+	// The other replication going does not requeue this one: look again.
+	return reconcile.Result{RequeueAfter: retryConflict}, nil
+}
+
+// invalid reports a spec that cannot be acted on; nothing runs until it is
+// fixed (a spec change triggers the next reconcile).
+func (r *DatasetReplicationReconciler) invalid(ctx context.Context, dr *z8rv1.DatasetReplication, field string, err error) (reconcile.Result, error) {
+	r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventInvalidAnnotation, "Validate", "invalid %s: %v", field, err)
+	status := dr.Status.DeepCopy()
+	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: z8rv1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: z8rv1.ReasonInvalidSpec, Message: fmt.Sprintf("invalid %s: %v", field, err), ObservedGeneration: dr.Generation})
+	return reconcile.Result{}, r.writeStatus(ctx, dr, status)
+}
+
+func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv1.DatasetReplication, status *z8rv1.DatasetReplicationStatus) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cur z8rv1.DatasetReplication
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(dr), &cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		next := status.DeepCopy()
+		keepNewerSyncs(next, &cur.Status)
+		cur.Status = *next
+		return r.Client.Status().Update(ctx, &cur)
+	})
+}
+
+// keepNewerSyncs keeps, per target, the record of the latest sync. A
+// reconcile that started from a cached object older than the previous
+// reconcile's status write must not erase that sync's time, duration, bytes
+// and kind. (A successful Update proves cur was fresh.)
+func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
+	for i := range next.Targets {
+		n := &next.Targets[i]
+		for _, c := range cur.Targets {
+			if c.Node != n.Node || c.Dataset != n.Dataset || c.LastSyncTime == nil {
+				continue
+			}
+			if n.LastSyncTime == nil || c.LastSyncTime.After(n.LastSyncTime.Time) || (n.LastSyncKind == "" && c.LastSyncKind != "") {
+				n.LastSyncTime, n.LastSyncDuration = c.LastSyncTime, c.LastSyncDuration
+				n.LastSyncBytes, n.LastSyncKind = c.LastSyncBytes, c.LastSyncKind
+			}
+		}
+	}
+}
+
+// finalize releases, on the source, the protection of every target the
+// replication has: the union of the spec's and the status's (a target
+// removed shortly before, still in its grace period), but none it was
+// refused (another replication's, policy.Conflicts). If the source cannot
+// be reached the finalizer stays (the holds would otherwise keep
+// snapshots forever without anyone knowing); if its ZFSNode is gone the
+// tags that could not be released are named in a Warning (HoldsLeaked)
+// before the object goes.
+func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.DatasetReplication) (reconcile.Result, error) {
+	if !controllerutil.ContainsFinalizer(dr, finalizerReleaseHolds) {
+		return reconcile.Result{}, nil
+	}
+	all, err := claimLister{Client: r.Client, Snapshots: r.SnapshotsServed}.conflicts(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	targets := releasableTargets(dr, policy.ConflictsOf(all, claimKindReplication, dr.Name))
+	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
+	if errors.Is(err, ErrNodeUnknown) {
+		// The node's agent is gone: its holds cannot be released from here.
+		if len(targets) > 0 {
+			tags := make([]string, 0, len(targets))
+			for _, t := range targets {
+				tags = append(tags, snapname.HoldTag(policy.ID(t.Node, t.Dataset)))
+			}
+			logf.FromContext(ctx).Info("source node has no agent; holds not released", "node", dr.Spec.Source.Node, "tags", tags)
+			r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
+				"node %s has no z8r agent: release these holds on %s by hand if its pool comes back (zfs release TAG SNAPSHOT): %v", dr.Spec.Source.Node, dr.Spec.Source.Dataset, tags)
+		}
+		err = nil
+	} else if err == nil {
+		for _, t := range targets {
+			if err = replicate.Unprotect(ctx, src.ZFS(), dr.Spec.Source.Dataset, policy.ID(t.Node, t.Dataset)); err != nil {
+				r.Agents.DropFailed(err, src)
+				break
+			}
+		}
+	}
+	if err != nil {
+		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Release", "cannot release holds on %s yet: %v", dr.Spec.Source.Node, err)
+		return reconcile.Result{RequeueAfter: retryUnavailable}, nil
+	}
+	// The hold on each target's last received snapshot: best effort (a
+	// target node that is gone or down must not keep the object forever),
+	// and named in a Warning when it stays.
+	for _, t := range targets {
+		if leaked := r.releaseReplicaHold(ctx, t.Node, t.Dataset); leaked != "" {
+			r.Recorder.Eventf(dr, nodeRef(t.Node), corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
+				"target %s:%s: %s", t.Node, t.Dataset, leaked)
+		}
+	}
+	if r.Metrics != nil {
+		for _, t := range targets {
+			r.Metrics.Forget(dr.Name, t.Node+":"+t.Dataset)
+		}
+	}
+	controllerutil.RemoveFinalizer(dr, finalizerReleaseHolds)
+	if err := r.Client.Update(ctx, dr); err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{}, nil
+}
+
+// releaseReplicaHold releases the hold z8r keeps on a target's last
+// received snapshot (replicate.UnprotectReplica). It returns "" when that
+// is done (or the node is gone with its pool), else what was left and why.
+func (r *DatasetReplicationReconciler) releaseReplicaHold(ctx context.Context, node, dataset string) string {
+	tag := snapname.ReplicaHoldTag(policy.ID(node, dataset))
+	tgt, err := r.Agents.Get(ctx, node)
+	if errors.Is(err, ErrNodeUnknown) {
+		return ""
+	}
+	if err == nil {
+		if err = replicate.UnprotectReplica(ctx, tgt.ZFS(), dataset, policy.ID(node, dataset)); err == nil {
+			return ""
+		}
+		r.Agents.DropFailed(err, tgt)
+	}
+	logf.FromContext(ctx).Error(err, "release replica hold failed", "node", node, "dataset", dataset, "tag", tag)
+	return fmt.Sprintf("hold %s on the last received snapshot of %s was not released (%v): release it by hand (zfs release %s SNAPSHOT)", tag, dataset, err, tag)
+}
+
+// releasableTargets is the union of dr's spec and status targets, less
+// those it was refused (all of them if its source was: it never ran).
+func releasableTargets(dr *z8rv1.DatasetReplication, refused []policy.Conflict) []z8rv1.DatasetRef {
+	no := map[z8rv1.DatasetRef]bool{}
+	for _, c := range refused {
+		if c.Claim.Role == policy.RoleSource {
+			return nil
+		}
+		no[z8rv1.DatasetRef{Node: c.Claim.Node, Dataset: c.Claim.Dataset}] = true
+	}
+	var out []z8rv1.DatasetRef
+	add := func(t z8rv1.DatasetRef) {
+		if !no[t] && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range dr.Spec.Targets {
+		add(z8rv1.DatasetRef{Node: t.Node, Dataset: targetDataset(*dr, t)})
+	}
+	for _, t := range dr.Status.Targets {
+		add(z8rv1.DatasetRef{Node: t.Node, Dataset: t.Dataset})
+	}
+	return out
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// SetupWithManager registers the reconciler; a ZFSNode change (an agent
+// coming back, a key approved) re-queues the replications on that node.
+func (r *DatasetReplicationReconciler) SetupWithManager(mgr manager.Manager) error {
+	if r.MaxConcurrent == 0 {
+		r.MaxConcurrent = 4
+	}
+	byNode := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list z8rv1.DatasetReplicationList
+		if err := r.Client.List(ctx, &list); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, dr := range list.Items {
+			involved := dr.Spec.Source.Node == o.GetName()
+			for _, t := range dr.Spec.Targets {
+				involved = involved || t.Node == o.GetName()
+			}
+			if involved {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&dr)})
+			}
+		}
+		return out
+	})
+	return builder.ControllerManagedBy(mgr).
+		Named("datasetreplication").
+		For(&z8rv1.DatasetReplication{}, builder.WithPredicates(generationOrDeletion())).
+		Watches(&z8rv1.ZFSNode{}, byNode, builder.WithPredicates(readyOrKeyChanged())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
+		Complete(r)
+}
