@@ -106,6 +106,13 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	if err != nil {
 		return r.invalid(ctx, &dr, "retention", err)
 	}
+	// A target's own retention is checked here too: before, one that did
+	// not parse silently turned that target's pruning off.
+	for i, t := range dr.Spec.Targets {
+		if _, err := retention.Parse(targetRetention(&dr, t)); err != nil {
+			return r.invalid(ctx, &dr, fmt.Sprintf("targets[%d].retention", i), err)
+		}
+	}
 	now := r.Clock.Now()
 	status := dr.Status.DeepCopy()
 	status.ObservedGeneration = dr.Generation
@@ -421,8 +428,8 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	}
 	// Target retention (default: the source's): z8r's received snapshots only,
 	// never the newest (the next base).
-	tgtRet, perr := retention.Parse(orDefault(t.Retention, orDefault(dr.Spec.Retention, retention.DefaultTarget)))
-	if perr == nil {
+	tgtRet, perr := retention.Parse(targetRetention(dr, t))
+	if perr == nil { // Reconcile refused a spec where it is not
 		if pruned, err := replicate.Prune(ctx, tgt.ZFS(), ts.Dataset, dr.Name, tgtRet, now, func(s string) bool { return s == res.Newest }); err != nil {
 			r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning target %s: %v", label, err)
 		} else if len(pruned) > 0 {
@@ -430,6 +437,12 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		}
 	}
 	return ts
+}
+
+// targetRetention is the retention policy of target t: its own, else the
+// replication's, else the default for targets.
+func targetRetention(dr *z8rv1.DatasetReplication, t z8rv1.ReplicationTarget) string {
+	return orDefault(t.Retention, orDefault(dr.Spec.Retention, retention.DefaultTarget))
 }
 
 // markSyncing makes a target's transfer visible while it runs: on the

@@ -48,7 +48,7 @@ func main() {
 		kubeconfig     = flag.String("kubeconfig", "", "kubeconfig for publishing (default: in-cluster config)")
 		advertise      = flag.String("advertise-address", "", "host:port other nodes and the controller use to reach this agent (default: $POD_IP with the listen port)")
 		publishEvery   = flag.Duration("publish-interval", 30*time.Second, "how often to refresh the ZFSNode status")
-		healthAddr     = flag.String("health-addr", "", "HTTP address of /healthz, /readyz (zfs answers and every pool exists) and /metrics (empty: off)")
+		healthAddr     = flag.String("health-addr", "", "HTTP address of /healthz, /readyz (zfs answers and every pool exists) and /metrics, served without authentication: keep it on loopback, e.g. 127.0.0.1:2023 (empty: off)")
 		auditLog       = flag.String("audit-log", "", "also append every request's audit record (client key fingerprint, remote address, argv, outcome) to this file as JSON lines; the records always go to the agent's log")
 
 		maxUnauth        = flag.Int("max-unauth-conns", agent.DefaultMaxUnauthConns, "cap on connections that have not authenticated yet; more are closed at once")
