@@ -2,10 +2,9 @@ package controllers
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"net"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,13 +62,10 @@ type nopRunner struct{}
 
 func (nopRunner) Run(context.Context, zfsexec.Command) error { return nil }
 
+// newKey is a fresh ed25519 key, made the way an agent makes its own.
 func newKey(t *testing.T) ssh.Signer {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
+	s, err := agent.LoadOrCreateKey(filepath.Join(t.TempDir(), "key"))
 	if err != nil {
 		t.Fatal(err)
 	}
