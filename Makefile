@@ -41,8 +41,14 @@ test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 	$(GO) test ./...
 
 .PHONY: test
-test: lint kube-tools ozguest-image controller-gen ## Every test: unit, real ZFS, real control plane, end to end.
+test: lint kube-tools ozguest-image controller-gen test-promrules ## Every test: unit, real ZFS, real control plane, end to end.
 	$(GO) test -tags $(TEST_TAGS) -count=1 -timeout 50m ./...
+
+# A module of its own (hack/promrules/go.mod): github.com/prometheus/prometheus
+# must not enter z8r's go.mod.
+.PHONY: test-promrules
+test-promrules: ## Check config/prometheus and config/grafana with Prometheus's rule parser and PromQL engine (docs/metrics.md).
+	cd hack/promrules && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # The crash-anywhere chaos suite (issue 15, docs/chaos.md). `make test` runs a
 # short fixed-seed version; this runs a long one with a new seed (printed).

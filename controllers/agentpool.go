@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -196,7 +195,7 @@ func (p *AgentPool) Drop(n *Node) {
 // DropFailed drops those of nodes' connections that err shows failed: a
 // connection that has ended (closed, or its keep-alives went unanswered),
 // or one whose own channel could not be opened or ended without a status
-// (a local agent.ErrUnreachable naming its address). An error an agent
+// (an *agent.UnreachableError naming its address). An error an agent
 // reported over a working connection (a *agent.RemoteError, such as the
 // source agent failing to reach the target during a transfer) drops
 // nothing: the controller's connections are fine, and dropping the
@@ -219,13 +218,15 @@ func (p *AgentPool) DropFailed(err error, nodes ...*Node) {
 }
 
 // ownChannelFailed reports whether err is the controller's own channel to
-// the agent at addr failing (not an error an agent reported).
+// the agent at addr failing (an *agent.UnreachableError naming addr), not
+// an error an agent reported.
 func ownChannelFailed(err error, addr string) bool {
 	var re *agent.RemoteError
-	if err == nil || errors.As(err, &re) || !errors.Is(err, agent.ErrUnreachable) {
+	var ue *agent.UnreachableError
+	if err == nil || errors.As(err, &re) || !errors.As(err, &ue) {
 		return false
 	}
-	return strings.Contains(err.Error(), "agent "+addr+":")
+	return ue.Addr == addr
 }
 
 // Close closes every connection.

@@ -10,14 +10,18 @@ import (
 )
 
 // TestOwnChannelFailed_OnlyTheFailedConnection: which of the controller's
-// connections a sync error condemns. A target the source agent could not
+// connections a sync error condemns: only the one an
+// *agent.UnreachableError names. A target the source agent could not
 // reach (reported by the source over its working channel) condemns
 // neither the source's connection nor the target's.
 func TestOwnChannelFailed_OnlyTheFailedConnection(t *testing.T) {
 	const src, tgt = "10.0.0.1:2022", "10.0.0.2:2022"
-	ownOpen := fmt.Errorf("replicate: list target: %w", fmt.Errorf("agent %s: open z8r.dev/run/v1: %w: %w", tgt, agent.ErrUnreachable, io.EOF))
-	ownNoStatus := fmt.Errorf("replicate: send tank/a@s1: %w", fmt.Errorf("agent %s: z8r.dev/transfer/v1 ended without a status: %w", src, agent.ErrUnreachable))
+	ownOpen := fmt.Errorf("replicate: list target: %w", &agent.UnreachableError{Addr: tgt, Op: "open z8r.dev/run/v1", Err: io.EOF})
+	ownNoStatus := fmt.Errorf("replicate: send tank/a@s1: %w", &agent.UnreachableError{Addr: src, Op: "z8r.dev/transfer/v1 ended without a status"})
 	remote := fmt.Errorf("replicate: send tank/a@s1 to tank/a: %w", &agent.RemoteError{Kind: "unreachable", Message: "agent: dial data connection: node agent unreachable: connection refused"})
+	// Text alone is not enough: an error that reads like the target's
+	// channel failing but is not the client's typed error.
+	lookalike := fmt.Errorf("replicate: %w: agent %s: open z8r.dev/run/v1: node agent unreachable", agent.ErrUnreachable, tgt)
 	tests := []struct {
 		name     string
 		err      error
@@ -28,6 +32,7 @@ func TestOwnChannelFailed_OnlyTheFailedConnection(t *testing.T) {
 		{"target's own channel failed", ownOpen, false, true},
 		{"source's own channel failed", ownNoStatus, true, false},
 		{"source reports the target unreachable", remote, false, false},
+		{"text naming the target, untyped", lookalike, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,6 +80,8 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	if !dr.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &dr)
 	}
+	// Metrics from the stored status: after a restart, before any sync.
+	r.Metrics.ObserveReplication(&dr, r.Clock)
 	if !controllerutil.ContainsFinalizer(&dr, finalizerReleaseHolds) {
 		controllerutil.AddFinalizer(&dr, finalizerReleaseHolds)
 		if err := r.Client.Update(ctx, &dr); err != nil {
@@ -116,6 +118,15 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	now := r.Clock.Now()
 	status := dr.Status.DeepCopy()
 	status.ObservedGeneration = dr.Generation
+	// A changed spec.source is a promotion (promotion.go); nothing else
+	// runs until it completes.
+	if status.Source == nil {
+		src := dr.Spec.Source
+		status.Source = &src
+	}
+	if *status.Source != dr.Spec.Source || promotionRunning(status.Promotion) {
+		return r.promote(ctx, &dr, status, now)
+	}
 
 	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
 	if errors.Is(err, ErrHostKeyUnknown) {
@@ -185,8 +196,33 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	}
 	status.Targets = nil
 	protected := map[string]bool{}
+	// The old source of an unplanned failover receives nothing before
+	// its tail is kept aside (rejoin).
+	var rejoining *z8rv1.DatasetRef
+	if p := status.Promotion; p != nil && (p.Rejoin == z8rv1.RejoinPending || p.Rejoin == z8rv1.RejoinReceiving) {
+		rejoining = &p.From
+	}
 	for _, t := range dr.Spec.Targets {
-		ts := r.syncTarget(ctx, &dr, src, t, prev[t.Node+"/"+targetDataset(dr, t)], now)
+		key := t.Node + "/" + targetDataset(dr, t)
+		if rejoining != nil && t.Node == rejoining.Node && targetDataset(dr, t) == rejoining.Dataset {
+			if !r.rejoin(ctx, &dr, src, status, prev[key].State, now) {
+				ts := prev[key]
+				ts.Node, ts.Dataset, ts.State = t.Node, targetDataset(dr, t), z8rv1.TargetPending
+				ts.LastError = "old source of an unplanned failover: waiting for it to return and its tail to be kept aside"
+				if m := status.Promotion.Message; m != "" {
+					ts.LastError = m
+				}
+				ts.ConsecutiveFailures++
+				requeue = min(requeue, backoff(ts.ConsecutiveFailures))
+				status.Targets = append(status.Targets, ts)
+				continue
+			}
+		}
+		ts := r.syncTarget(ctx, &dr, src, t, prev[key], now)
+		if rejoining != nil && t.Node == rejoining.Node && ts.Dataset == rejoining.Dataset &&
+			(ts.State == z8rv1.TargetSynced || ts.State == z8rv1.TargetBehind) {
+			status.Promotion.Rejoin = z8rv1.RejoinDone
+		}
 		if ts.ProtectedBase != "" {
 			protected[ts.ProtectedBase] = true
 		}
@@ -359,11 +395,13 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	id := policy.ID(t.Node, ts.Dataset)
 	start := time.Now()
 	progress, transferred := r.markSyncing(ctx, dr, ts.Node, ts.Dataset)
+	progress, transferEnded := r.Metrics.Transfer(dr.Name, label, progress)
 	res, err := replicate.SyncTarget(ctx, src, dr.Spec.Source.Dataset, replicate.Target{
 		ID: id, PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
 	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress})
 	transferred()
+	transferEnded()
 	ts.SnapshotsBehind = res.Behind
 	if res.ProtectedBase != "" {
 		ts.ProtectedBase = res.ProtectedBase
@@ -578,7 +616,11 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 		next := status.DeepCopy()
 		keepNewerSyncs(next, &cur.Status)
 		cur.Status = *next
-		return r.Client.Status().Update(ctx, &cur)
+		if err := r.Client.Status().Update(ctx, &cur); err != nil {
+			return err
+		}
+		r.Metrics.ObserveReplication(&cur, r.Clock)
+		return nil
 	})
 }
 
@@ -618,7 +660,10 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 		return reconcile.Result{}, err
 	}
 	targets := releasableTargets(dr, policy.ConflictsOf(all, claimKindReplication, dr.Name))
-	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
+	// The holds are on the source in force: during a promotion, the old
+	// source (status.source), not spec.source.
+	source := sourceInForce(dr)
+	src, err := r.Agents.Get(ctx, source.Node)
 	if errors.Is(err, ErrNodeUnknown) {
 		// The node's agent is gone: its holds cannot be released from here.
 		if len(targets) > 0 {
@@ -626,21 +671,21 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 			for _, t := range targets {
 				tags = append(tags, snapname.HoldTag(policy.ID(t.Node, t.Dataset)))
 			}
-			logf.FromContext(ctx).Info("source node has no agent; holds not released", "node", dr.Spec.Source.Node, "tags", tags)
+			logf.FromContext(ctx).Info("source node has no agent; holds not released", "node", source.Node, "tags", tags)
 			r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release",
-				"node %s has no z8r agent: release these holds on %s by hand if its pool comes back (zfs release TAG SNAPSHOT): %v", dr.Spec.Source.Node, dr.Spec.Source.Dataset, tags)
+				"node %s has no z8r agent: release these holds on %s by hand if its pool comes back (zfs release TAG SNAPSHOT): %v", source.Node, source.Dataset, tags)
 		}
 		err = nil
 	} else if err == nil {
 		for _, t := range targets {
-			if err = replicate.Unprotect(ctx, src.ZFS(), dr.Spec.Source.Dataset, policy.ID(t.Node, t.Dataset)); err != nil {
+			if err = replicate.Unprotect(ctx, src.ZFS(), source.Dataset, policy.ID(t.Node, t.Dataset)); err != nil {
 				r.Agents.DropFailed(err, src)
 				break
 			}
 		}
 	}
 	if err != nil {
-		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Release", "cannot release holds on %s yet: %v", dr.Spec.Source.Node, err)
+		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Release", "cannot release holds on %s yet: %v", source.Node, err)
 		return reconcile.Result{RequeueAfter: retryUnavailable}, nil
 	}
 	// The hold on each target's last received snapshot: best effort (a
@@ -656,6 +701,7 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 		for _, t := range targets {
 			r.Metrics.Forget(dr.Name, t.Node+":"+t.Dataset)
 		}
+		r.Metrics.ForgetReplication(dr.Name)
 	}
 	controllerutil.RemoveFinalizer(dr, finalizerReleaseHolds)
 	if err := r.Client.Update(ctx, dr); err != nil && !apierrors.IsNotFound(err) {

@@ -207,7 +207,8 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 						"zfs release " + stepTag("dst") + " tank/a@" + snap0,
 					},
 					"dst": {
-						"zfs recv -u -s -o readonly=on tank/a",
+						"zfs recv -u -s -o canmount=noauto -o readonly=on tank/a",
+						"zfs set canmount=noauto tank/a",
 						"zfs set readonly=on tank/a",
 						"zfs set z8r.dev:replica-of=src:tank/a tank/a",
 						// The hold and the ownership mark run side by side.

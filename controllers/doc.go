@@ -10,7 +10,8 @@
 //   - ZFSNodeReconciler (zfsnode_controller.go) owns a ZFSNode's
 //     spec.pinnedHostKey (pinned on first use) and its HostKeyTrusted
 //     condition: a changed key is reported (False) until an administrator
-//     approves it. The agents own the rest of the ZFSNode.
+//     approves it. The agents own the rest of the ZFSNode. It also sets
+//     the node's gauges (ready, last heartbeat, host key changed).
 //   - NodePolicyReconciler (nodepolicy_controller.go) owns the
 //     DatasetReplications labelled z8r.dev/managed-by=node-annotations,
 //     made from node labels and annotations (the original z8r's and
@@ -26,18 +27,46 @@
 //     snapshots, holds and bookmarks: it snapshots on schedule, brings
 //     every target up to date (a target whose transfer runs longer than a
 //     progress report shows Syncing), protects bases, prunes, and records
-//     per-target status and metrics (metrics.go).
-//   - VolumeSnapshotContentReconciler (snapshotcontent_controller.go, its
-//     replication role in volumesnapshot_replication.go) owns, for the
-//     CSI drivers z8r serves, what the csi-snapshotter sidecar owns: the
-//     ZFS snapshot of a content, the content's status, the being-created
-//     annotation and the bound-protection finalizer's removal. For every
-//     content asking for replication it owns the annotations
-//     z8r.dev/replicate-to (the targets decided), z8r.dev/node,
-//     z8r.dev/dataset and z8r.dev/replication-status, the replica
-//     contents (labelled z8r.dev/replica-of-uid), a VolumeSnapshot's
-//     z8r.dev/annotation-problem, the replicas on the target nodes and
-//     their holds, and finalizerReleaseHolds on another driver's content.
+//     per-target status and metrics (metrics.go: the per-target gauges
+//     are set from the status it reads and writes, so they survive a
+//     restart; docs/metrics.md). A spec.source changed to
+//     a target is a promotion (promotion.go): a planned switchover or an
+//     unplanned failover, then the old source's rejoin with its tail kept
+//     aside; status.source and status.promotion are its record.
+//   - ReplicaRestoreReconciler (replicarestore_controller.go) owns a
+//     ReplicaRestore's status and what it makes: on the snapshot's node a
+//     clone marked z8r.dev:restore=<UID> (set locally) and, for a Local
+//     volume, its mount; a Retain PV (local, or zfs-localpv's CSI PV and
+//     ZFSVolume) and a PVC pre-bound to it, both annotated
+//     z8r.dev/restore-uid. It checks every name before anything changes
+//     (a refusal is Failed with a constant reason and a RestoreRefused
+//     Warning), records the snapshot and its GUID once, and adopts only
+//     what carries its UID, so a restart finishes a restore with one
+//     clone. It destroys nothing; deleting the ReplicaRestore leaves the
+//     dataset, PV and PVC (internal/restore, docs/restore.md).
+//   - SnapshotterReconciler (snapshotter_controller.go) owns, for the CSI
+//     drivers z8r serves, what the csi-snapshotter sidecar owns: the ZFS
+//     snapshot of a content (taken, imported, destroyed), the content's
+//     status, the being-created annotation, z8r.dev/source-destroyed and
+//     the bound-protection finalizer's removal. Deleting a source content
+//     destroys its snapshot first, then deletes its unbound replica
+//     contents and releases their holds (snapshotcontent_replicas.go),
+//     then lets it go.
+//   - VolumeSnapshotReplicationReconciler
+//     (volumesnapshot_replication_controller.go) owns, for every ready
+//     content asking for replication (any driver whose snapshot z8r can
+//     locate), the annotations z8r.dev/replicate-to (the targets
+//     decided), z8r.dev/node, z8r.dev/dataset and
+//     z8r.dev/replication-status (each target's state, the vocabulary of
+//     api/v1alpha1's targetstate.go), the replica contents (labelled
+//     z8r.dev/replica-of-uid) and their deletionPolicy, a
+//     VolumeSnapshot's z8r.dev/annotation-problem, the replicas on the
+//     target nodes and their holds, and finalizerReleaseHolds on another
+//     driver's content (whose deletion releases the holds and deletes the
+//     unbound replicas). Both reconcilers find a content's snapshot and
+//     its targets the same way (snapshotcontent_objects.go), so the
+//     snapshotter refuses a malformed z8r.dev/replicate-to before it takes
+//     a snapshot.
 //   - PVCAnnotationsReconciler (pvcannotations_controller.go) owns the
 //     scheduled VolumeSnapshots of annotated PVCs (labelled
 //     z8r.dev/managed-by=pvc-schedule), takes and prunes them, and a PVC's
@@ -49,7 +78,11 @@
 // (ReplicationTargetPolicies), retry.go (requeue delays, the one backoff
 // of failing targets on both replication paths, the one finalizer),
 // nodeaccess.go and agentpool.go (reaching nodes), setup.go and
-// snapshots_setup.go (wiring).
+// snapshots_setup.go (wiring). The two VolumeSnapshotContent reconcilers
+// also share snapshotcontent_objects.go (locating a content's snapshot,
+// deciding its targets, the field indexes both list by) and
+// snapshotcontent_replicas.go (what a deleted source content's replicas
+// and holds become).
 //
 // # Tenants
 //
@@ -93,12 +126,12 @@
 // agent as a replicate.Endpoint, with the address and pinned host key a
 // transfer's grant names) and DropFailed drops a connection an error
 // showed failed. AgentPool implements it and keeps one SSH connection per
-// node. A failed sync drops only a
-// connection that failed (AgentPool.DropFailed): one that has ended, or
-// whose own channel could not be opened or ended without a status. An
-// error an agent reports over a working connection (the source agent could
-// not reach the target) drops nothing, so one unreachable target never
-// cancels the source's other transfers.
+// node. A failed sync drops only a connection that failed
+// (AgentPool.DropFailed): one that has ended, or whose own channel could
+// not be opened or ended without a status (an *agent.UnreachableError
+// naming its address). An error an agent reports over a working
+// connection (the source agent could not reach the target) drops nothing,
+// so one unreachable target never cancels the source's other transfers.
 //
 // # Removing a target, deleting a replication
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -89,9 +90,16 @@ func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Reques
 	}
 	wanted := map[string]bool{}
 	for _, rep := range reps {
-		wanted[rep.ID] = true
 		spec := specFor(rep)
-		if cur, ok := current[rep.ID]; ok {
+		// A replication keeps the name it was created with when a
+		// promotion moves its source to another node.
+		cur, ok := current[rep.ID]
+		if !ok {
+			cur = promotedTo(current, wanted, rep)
+			ok = cur != nil
+		}
+		if ok {
+			wanted[cur.Name] = true
 			if involvesRejected(cur, rejected) {
 				continue // frozen until its nodes' annotations are fixed
 			}
@@ -102,7 +110,24 @@ func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Reques
 			if err := r.Client.Update(ctx, cur); err != nil {
 				return reconcile.Result{}, err
 			}
-			log.Info("updated replication from node annotations", "replication", rep.ID)
+			log.Info("updated replication from node annotations", "replication", cur.Name)
+			continue
+		}
+		wanted[rep.ID] = true
+		// The master and replica annotations swapped between two nodes:
+		// the existing replication is promoted (its spec.source changes
+		// to the former replica), not replaced by a new one that would
+		// find its target diverged.
+		if cur := promotedFrom(current, wanted, rep); cur != nil {
+			wanted[cur.Name] = true
+			if involvesRejected(cur, rejected) {
+				continue
+			}
+			cur.Spec = spec
+			if err := r.Client.Update(ctx, cur); err != nil {
+				return reconcile.Result{}, err
+			}
+			log.Info("promotion from node annotations", "replication", cur.Name, "node", rep.SourceNode, "dataset", rep.SourceDataset)
 			continue
 		}
 		dr := &z8rv1.DatasetReplication{
@@ -176,12 +201,51 @@ func involvesRejected(dr *z8rv1.DatasetReplication, rejected map[string]bool) bo
 	return false
 }
 
+// promotedFrom is the generated replication rep promotes, if any: one
+// whose source rep lists as a target and which lists rep's source as a
+// target, and that no parsed replication keeps under its own name.
+func promotedFrom(current map[string]*z8rv1.DatasetReplication, wanted map[string]bool, rep policy.Replication) *z8rv1.DatasetReplication {
+	names := make([]string, 0, len(current))
+	for name := range current {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		cur := current[name]
+		if wanted[name] || name == rep.ID {
+			continue
+		}
+		old := cur.Spec.Source
+		back := slices.ContainsFunc(rep.Targets, func(t policy.Target) bool { return t.Node == old.Node && t.Dataset == old.Dataset })
+		fwd := slices.ContainsFunc(cur.Spec.Targets, func(t z8rv1.ReplicationTarget) bool {
+			return t.Node == rep.SourceNode && targetDataset(*cur, t) == rep.SourceDataset
+		})
+		if back && fwd {
+			return cur
+		}
+	}
+	return nil
+}
+
+// promotedTo is the generated replication, under another name than
+// rep.ID, whose source already is rep's: one promoted earlier.
+func promotedTo(current map[string]*z8rv1.DatasetReplication, wanted map[string]bool, rep policy.Replication) *z8rv1.DatasetReplication {
+	for name, cur := range current {
+		if !wanted[name] && cur.Spec.Source == (z8rv1.DatasetRef{Node: rep.SourceNode, Dataset: rep.SourceDataset}) {
+			return cur
+		}
+	}
+	return nil
+}
+
 func specFor(rep policy.Replication) z8rv1.DatasetReplicationSpec {
 	spec := z8rv1.DatasetReplicationSpec{
 		Source:         z8rv1.DatasetRef{Node: rep.SourceNode, Dataset: rep.SourceDataset},
 		Schedule:       rep.Schedule,
 		Retention:      rep.Retention,
 		IncludeForeign: rep.IncludeForeign,
+
+		AllowUnplannedFailover: rep.AllowUnplannedFailover,
 	}
 	for _, t := range rep.Targets {
 		spec.Targets = append(spec.Targets, z8rv1.ReplicationTarget{

@@ -240,7 +240,7 @@ func (r *PVCAnnotationsReconciler) csiScope(ctx context.Context, pvc *corev1.Per
 	if !ok {
 		return false, "", nil
 	}
-	vol, err := pvresolve.Resolve(pv)
+	vol, err := pvresolve.Resolve(pv, pvNodeIDs(ctx, r.Client))
 	if err != nil || vol.NeedsMountpointLookup() {
 		return true, "", nil
 	}

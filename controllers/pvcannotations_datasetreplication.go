@@ -92,7 +92,7 @@ func (r *PVCAnnotationsReconciler) pvcReplication(ctx context.Context, namespace
 // ReplicationTargetPolicies allow. It returns the PVC's current problem.
 func (r *PVCAnnotationsReconciler) reconcileReplication(ctx context.Context, pvc *corev1.PersistentVolumeClaim, pv *corev1.PersistentVolume) (reconcile.Result, string, error) {
 	log := logf.FromContext(ctx)
-	vol, err := pvresolve.Resolve(pv)
+	vol, err := pvresolve.Resolve(pv, pvNodeIDs(ctx, r.Client))
 	if err != nil {
 		return r.invalid(pvc, z8rv1.AnnotationReplicateTo, pvc.Annotations[z8rv1.AnnotationReplicateTo], err)
 	}

@@ -43,7 +43,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	// Notes cut to the apiserver's limit, so no Warning is ever rejected.
 	rec := NewLimitedRecorder(mgr.GetEventRecorder("z8r-controller"))
 	skip := cfg.SkipNameValidation
-	if err := (&ZFSNodeReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+	if err := (&ZFSNodeReconciler{Client: mgr.GetClient(), Recorder: rec, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("zfsnode controller: %w", err)
 	}
 	if err := (&NodePolicyReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
@@ -57,6 +57,10 @@ func Setup(mgr manager.Manager, cfg Config) error {
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
 		SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
+	}
+	if err := (&ReplicaRestoreReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
+		SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("replica restore controller: %w", err)
 	}
 	if !served {
 		mgr.GetLogger().WithName("setup").Info("snapshot.storage.k8s.io/v1 is not served; VolumeSnapshot integration is off (install the snapshot CRDs and snapshot-controller)")

@@ -12,19 +12,21 @@ import (
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/schedule"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
 	"github.com/z8r-project/z8r/internal/volsnap"
 	"github.com/z8r-project/z8r/zfsexec"
 )
 
-// tableSnapshotContent drives VolumeSnapshotContentReconciler.Reconcile in
-// its snapshotter role for z8r's driver: a content as the
+// tableSnapshotContent drives the snapshotter (SnapshotterReconciler), and
+// after it the VolumeSnapshot replication, for z8r's driver: a content as the
 // snapshot-controller makes it for a VolumeSnapshot of a z8r PV, the
 // node's ZFSNode and its state → the content's status, the Events and the
 // mutating argv the node saw.
@@ -45,6 +47,7 @@ func tableSnapshotContent(t *testing.T, te *tableEnv) {
 		wantReplicas  int      // replica contents made
 		imported      string   // "exists" or "missing": a pre-provisioned content of ds@pre
 		unmarkReplica bool     // then the replica\'s mark is changed on n2 and its content deleted
+		leftBehind    string   // "ours" or "theirs": the content's snapshot exists before the first reconcile, marked for this content or another
 		wantReady     bool
 		wantCmds      []string // mutating argv prefixes on n1, in order
 		events        []string // reasons; while a VolumeSnapshot is bound, each goes to it and to the content
@@ -83,6 +86,11 @@ func tableSnapshotContent(t *testing.T, te *tableEnv) {
 			wantCmds: []string{"zfs snapshot", "zfs hold", "zfs hold", "zfs bookmark", "zfs release"},
 			events: []string{z8rv1.EventSnapshotCreated, z8rv1.EventSnapshotCreated, z8rv1.EventReplicated, z8rv1.EventReplicated,
 				z8rv1.EventReplicaCreated, z8rv1.EventReplicaCreated, z8rv1.EventReplicaNotOwned}},
+		{name: "a snapshot an earlier attempt took for this content is adopted", pools: []string{"tank"}, leftBehind: "ours", wantReady: true,
+			// The snapshot is refused as existing; nothing else runs.
+			wantCmds: []string{"zfs snapshot"}, events: []string{z8rv1.EventSnapshotCreated, z8rv1.EventSnapshotCreated}},
+		{name: "a snapshot of the content's name that is not its own: a final error, never adopted", pools: []string{"tank"}, leftBehind: "theirs",
+			wantCmds: []string{"zfs snapshot"}, events: []string{z8rv1.EventSnapshotFailed, z8rv1.EventSnapshotFailed}},
 		{name: "a deleted content that lost its node annotation: nothing destroyed", pools: []string{"tank"}, deleteToo: true, loseNode: true, wantReady: true,
 			wantCmds: []string{"zfs snapshot"}, events: []string{z8rv1.EventSnapshotCreated, z8rv1.EventSnapshotCreated, z8rv1.EventSnapshotDeleteFailed}},
 	}
@@ -155,6 +163,16 @@ func tableSnapshotContent(t *testing.T, te *tableEnv) {
 				}
 				setupCmds = len(nodes.nodes["n1"].Commands())
 			}
+			if tt.leftBehind != "" {
+				owner := content.Name
+				if tt.leftBehind == "theirs" {
+					owner = "another-content"
+				}
+				if err := nodes.nodes["n1"].ZFS().Snapshot(ctx, ds+"@"+volsnap.SnapshotPrefix+string(vs.UID), map[string]string{volsnap.PropContent: owner}); err != nil {
+					t.Fatal(err)
+				}
+				setupCmds = len(nodes.nodes["n1"].Commands())
+			}
 			if err := c.Create(ctx, content); err != nil {
 				t.Fatal(err)
 			}
@@ -167,8 +185,7 @@ func tableSnapshotContent(t *testing.T, te *tableEnv) {
 				}
 			})
 			rec := &recorder{}
-			r := &VolumeSnapshotContentReconciler{Client: interceptor.NewClient(c, indexed()), Recorder: NewLimitedRecorder(rec), Agents: nodes, Clock: clocktest.New(tableStart),
-				Drivers: map[string]bool{kubeenv.DriverZ8r: true}}
+			r := newContentReconcilers(interceptor.NewClient(c, indexed()), NewLimitedRecorder(rec), nodes, clocktest.New(tableStart), kubeenv.DriverZ8r)
 			req := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(content)}
 			if _, err := r.Reconcile(ctx, req); err != nil {
 				t.Fatalf("reconcile: %v", err)
@@ -267,6 +284,42 @@ func tableSnapshotContent(t *testing.T, te *tableEnv) {
 			}
 		})
 	}
+}
+
+// contentReconcilers are the two reconcilers of VolumeSnapshotContents, as
+// setupSnapshots registers them.
+type contentReconcilers struct {
+	snapshotter *SnapshotterReconciler
+	replication *VolumeSnapshotReplicationReconciler
+}
+
+func newContentReconcilers(c client.Client, rec events.EventRecorder, nodes NodeAccess, clock schedule.Clock, drivers ...string) contentReconcilers {
+	served := map[string]bool{}
+	for _, d := range drivers {
+		served[d] = true
+	}
+	return contentReconcilers{
+		snapshotter: &SnapshotterReconciler{Client: c, Recorder: rec, Agents: nodes, Clock: clock, Drivers: served},
+		replication: &VolumeSnapshotReplicationReconciler{Client: c, Recorder: rec, Agents: nodes, Clock: clock, Drivers: served},
+	}
+}
+
+// Reconcile runs the snapshotter, then the replication, on req: what the
+// manager does when both see the same change, in the order a content
+// moves (taken, then replicated).
+func (r contentReconcilers) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res1, err := r.snapshotter.Reconcile(ctx, req)
+	if err != nil {
+		return res1, err
+	}
+	res2, err := r.replication.Reconcile(ctx, req)
+	if err != nil {
+		return res2, err
+	}
+	if res1.RequeueAfter > 0 && (res2.RequeueAfter == 0 || res1.RequeueAfter < res2.RequeueAfter) {
+		return res1, nil
+	}
+	return res2, nil
 }
 
 // hasAllPrefixes reports whether got has, in order, a command starting

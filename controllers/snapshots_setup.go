@@ -5,14 +5,11 @@ import (
 	"fmt"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/pvresolve"
 )
 
 // snapshotAPIServed reports whether the cluster serves
@@ -34,28 +31,15 @@ func snapshotAPIServed(mgr manager.Manager) (bool, error) {
 
 // setupSnapshots registers the VolumeSnapshot integration (only on a
 // cluster that serves snapshot.storage.k8s.io/v1: snapshotAPIServed): the
-// snapshotter and replication roles on VolumeSnapshotContents and the PVC
-// schedule.
+// field indexes they list by (snapshotIndexes), the snapshotter and the
+// VolumeSnapshot replication on VolumeSnapshotContents, and the PVC
+// annotations (schedules, and replication of volumes without CSI).
 func setupSnapshots(mgr manager.Manager, cfg Config) error {
 	ctx := context.Background()
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &corev1.PersistentVolume{}, indexPVByCSI, func(o client.Object) []string {
-		pv := o.(*corev1.PersistentVolume)
-		if pv.Spec.CSI == nil {
-			return nil
+	for _, ix := range snapshotIndexes {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, ix.Object, ix.Field, ix.Extract); err != nil {
+			return fmt.Errorf("index %T by %s: %w", ix.Object, ix.Field, err)
 		}
-		return []string{pvresolve.CSIKey(pv.Spec.CSI.Driver, pv.Spec.CSI.VolumeHandle)}
-	}); err != nil {
-		return fmt.Errorf("index PVs: %w", err)
-	}
-	if err := idx.IndexField(ctx, &snapshotv1.VolumeSnapshotContent{}, indexContentByVolume, func(o client.Object) []string {
-		c := o.(*snapshotv1.VolumeSnapshotContent)
-		if c.Spec.Source.VolumeHandle == nil {
-			return nil
-		}
-		return []string{pvresolve.CSIKey(c.Spec.Driver, *c.Spec.Source.VolumeHandle)}
-	}); err != nil {
-		return fmt.Errorf("index VolumeSnapshotContents: %w", err)
 	}
 	drivers := map[string]bool{z8rv1.DriverName: true}
 	for _, d := range cfg.SnapshotDrivers {
@@ -65,9 +49,13 @@ func setupSnapshots(mgr manager.Manager, cfg Config) error {
 	}
 	rec := NewLimitedRecorder(mgr.GetEventRecorder("z8r-controller"))
 	skip := cfg.SkipNameValidation
-	if err := (&VolumeSnapshotContentReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents, Clock: cfg.Clock,
-		Drivers: drivers, Hooks: cfg.SnapshotHooks, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("volumesnapshotcontent controller: %w", err)
+	if err := (&SnapshotterReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents, Clock: cfg.Clock,
+		Drivers: drivers, Hooks: cfg.SnapshotHooks, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("snapshotter controller: %w", err)
+	}
+	if err := (&VolumeSnapshotReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents, Clock: cfg.Clock,
+		Drivers: drivers, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("volumesnapshot replication controller: %w", err)
 	}
 	if err := (&PVCAnnotationsReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: cfg.Clock, Agents: cfg.Agents,
 		skipNameValidation: skip}).SetupWithManager(mgr); err != nil {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -14,8 +15,8 @@ import (
 
 	"github.com/go-logr/logr"
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -26,7 +27,6 @@ import (
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 	"github.com/z8r-project/z8r/internal/agent"
-	"github.com/z8r-project/z8r/internal/pvresolve"
 	"github.com/z8r-project/z8r/internal/testbed/fakezfs"
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
 	"github.com/z8r-project/z8r/zfsexec"
@@ -47,6 +47,9 @@ func TestTable_Reconcilers(t *testing.T) {
 	t.Run("PVCAnnotations", func(t *testing.T) { tablePVCAnnotations(t, te) })
 	t.Run("PVCSchedule", func(t *testing.T) { tablePVCSchedule(t, te) })
 	t.Run("SnapshotContent", func(t *testing.T) { tableSnapshotContent(t, te) })
+	t.Run("VolumeSnapshotReplication", func(t *testing.T) { tableVolumeSnapshotReplication(t, te) })
+	t.Run("AgentPool", func(t *testing.T) { tableAgentPool(t, te) })
+	t.Run("Promotion", func(t *testing.T) { tablePromotion(t, te) })
 	logReasons(t)
 }
 
@@ -278,9 +281,11 @@ var allReasons = []string{
 	z8rv1.EventHostKeyPinned, z8rv1.EventHostKeyChanged, z8rv1.EventReplicationGenerated, z8rv1.EventReplicationConflict,
 	z8rv1.EventFutureSnapshot, z8rv1.EventHoldsLeaked, z8rv1.EventResumeAbandoned, z8rv1.EventEmptyAnnotation,
 	z8rv1.EventTargetNotAllowed, z8rv1.EventReplicationNameTaken,
+	z8rv1.EventPromoted, z8rv1.EventPromotionRefused, z8rv1.EventPromotionWaiting, z8rv1.EventPromotionCancelled,
+	z8rv1.EventTailPreserved,
 	// The VolumeSnapshot integration's (api/v1alpha1/volumesnapshot.go).
 	z8rv1.EventSnapshotDeleted, z8rv1.EventSnapshotDeferred, z8rv1.EventSnapshotDeleteFailed, z8rv1.EventSnapshotImported,
-	z8rv1.EventSnapshotRetained, z8rv1.EventInvalidSnapshotSource, z8rv1.EventReplicaCreated, z8rv1.EventInvalidPVCAnnotation,
+	z8rv1.EventSnapshotRetained, z8rv1.EventReplicaCreated, z8rv1.EventInvalidPVCAnnotation,
 	z8rv1.EventScheduledSnapshot, z8rv1.EventScheduledPruned, z8rv1.EventScheduledWaiting, z8rv1.EventReplicaNotOwned,
 }
 
@@ -334,9 +339,9 @@ func argvMatch(got, want []string) bool {
 }
 
 // indexed is an interceptor that answers the reconcilers' List calls by the
-// manager's field indexes (snapshots_setup.go), which only a cache
-// serves, straight from the API server: it lists everything and keeps what
-// the index would return, computed as the index computes it.
+// manager's field indexes (snapshotIndexes), which only a cache serves,
+// straight from the API server: it lists everything and keeps what the
+// index would return, computed by the index's own function.
 func indexed() interceptor.Funcs {
 	return interceptor.Funcs{
 		List: func(ctx context.Context, cl client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
@@ -345,13 +350,14 @@ func indexed() interceptor.Funcs {
 			if lo.FieldSelector == nil {
 				return cl.List(ctx, list, opts...)
 			}
-			var field, want string
-			for _, f := range []string{indexPVByCSI, indexContentByVolume} {
-				if v, ok := lo.FieldSelector.RequiresExactMatch(f); ok {
-					field, want = f, v
+			var ix *fieldIndex
+			var want string
+			for i := range snapshotIndexes {
+				if v, ok := lo.FieldSelector.RequiresExactMatch(snapshotIndexes[i].Field); ok {
+					ix, want = &snapshotIndexes[i], v
 				}
 			}
-			if field == "" {
+			if ix == nil {
 				return cl.List(ctx, list, opts...)
 			}
 			rest := *lo
@@ -359,19 +365,24 @@ func indexed() interceptor.Funcs {
 			if err := cl.List(ctx, list, &rest); err != nil {
 				return err
 			}
-			switch l := list.(type) {
-			case *corev1.PersistentVolumeList:
-				l.Items = slices.DeleteFunc(l.Items, func(pv corev1.PersistentVolume) bool {
-					return pv.Spec.CSI == nil || pvresolve.CSIKey(pv.Spec.CSI.Driver, pv.Spec.CSI.VolumeHandle) != want
-				})
-			case *snapshotv1.VolumeSnapshotContentList:
-				l.Items = slices.DeleteFunc(l.Items, func(c snapshotv1.VolumeSnapshotContent) bool {
-					return c.Spec.Source.VolumeHandle == nil || pvresolve.CSIKey(c.Spec.Driver, *c.Spec.Source.VolumeHandle) != want
-				})
-			default:
-				return fmt.Errorf("indexed: no index %s for %T", field, list)
+			items, err := meta.ExtractList(list)
+			if err != nil {
+				return err
 			}
-			return nil
+			kept := make([]runtime.Object, 0, len(items))
+			for _, it := range items {
+				o, ok := it.(client.Object)
+				if !ok {
+					return fmt.Errorf("indexed: %T is not a client.Object", it)
+				}
+				if reflect.TypeOf(o) != reflect.TypeOf(ix.Object) {
+					return fmt.Errorf("indexed: no index %s for %T", ix.Field, list)
+				}
+				if slices.Contains(ix.Extract(o), want) {
+					kept = append(kept, o)
+				}
+			}
+			return meta.SetList(list, kept)
 		},
 	}
 }

@@ -66,7 +66,7 @@ func TestTargetsFor_Cases(t *testing.T) {
 			}
 			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 			rec := events.NewFakeRecorder(10)
-			r := &VolumeSnapshotContentReconciler{Client: c, Recorder: rec}
+			r := contentKit{Client: c, Recorder: rec}
 			loc := located{Node: "n1", Dataset: "tank/vol", VS: vs, PVC: pvc,
 				Class: &snapshotv1.VolumeSnapshotClass{ObjectMeta: metav1.ObjectMeta{Name: "cl", Annotations: tc.class}}}
 			content := &snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: tc.content}}

@@ -21,6 +21,8 @@ import (
 type ZFSNodeReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
+	// Metrics: the node's readiness, heartbeat and host-key gauges (nil: none).
+	Metrics *Metrics
 
 	skipNameValidation bool
 }
@@ -34,8 +36,13 @@ func (r *ZFSNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	log := logf.FromContext(ctx).WithValues("zfsnode", req.Name)
 	var zn z8rv1.ZFSNode
 	if err := r.Client.Get(ctx, req.NamespacedName, &zn); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Metrics.ForgetNode(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	// After pinning below, so a key pinned on first use is no change.
+	defer r.Metrics.ObserveNode(&zn)
 	if zn.Status.HostKey == "" {
 		return ctrl.Result{}, nil
 	}

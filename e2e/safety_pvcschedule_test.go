@@ -155,9 +155,9 @@ func TestSafety_PVCScheduleSourceOutage(t *testing.T) {
 		next := waitVS(t, c, ns, items[len(items)-1].Name, "the next scheduled snapshot ready", vsReady)
 		vc := waitContent(t, c, contentPrefix+string(next.UID), "the next snapshot replicated", func(vc *snapshotv1.VolumeSnapshotContent) bool {
 			st := replication(vc, "n2", "tank/out").State
-			return st == volsnap.StateReplicated || st == volsnap.StateDiverged || (st == volsnap.StateFailed && replication(vc, "n2", "tank/out").Attempts > 2)
+			return st == volsnap.StateSynced || st == volsnap.StateDiverged || (st == volsnap.StateFailed && replication(vc, "n2", "tank/out").Attempts > 2)
 		})
-		if ts := replication(vc, "n2", "tank/out"); ts.State != volsnap.StateReplicated {
+		if ts := replication(vc, "n2", "tank/out"); ts.State != volsnap.StateSynced {
 			t.Fatalf("the next replication after the outage: %+v", ts)
 		}
 		if !hasEventContaining(eventsOf(t, c, next.Name), z8rv1.EventReplicated, "incremental") {

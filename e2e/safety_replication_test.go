@@ -311,9 +311,9 @@ func TestSafety_FakeReplicaContentDestroysNothing(t *testing.T) {
 	vs2 := waitVS(t, c, ns, "s2", "the second snapshot ready", vsReady)
 	vc2 := waitContent(t, c, contentPrefix+string(vs2.UID), "the second snapshot replicated", func(vc *snapshotv1.VolumeSnapshotContent) bool {
 		st := replication(vc, "n2", "tank/vol")
-		return st.State == volsnap.StateReplicated || st.State == volsnap.StateDiverged || st.Attempts > 2
+		return st.State == volsnap.StateSynced || st.State == volsnap.StateDiverged || st.Attempts > 2
 	})
-	if ts := replication(vc2, "n2", "tank/vol"); ts.State != volsnap.StateReplicated {
+	if ts := replication(vc2, "n2", "tank/vol"); ts.State != volsnap.StateSynced {
 		t.Fatalf("the next replication after deleting the last replicated snapshot: %+v", ts)
 	}
 	if ev := eventsOf(t, c, "s2"); !hasEventContaining(ev, z8rv1.EventReplicated, "incremental") {

@@ -406,9 +406,9 @@ func TestVolumeSnapshot_ZFSLocalPVSnapshotReplicatedNeverDeleted(t *testing.T) {
 	_, content2, short2 := zfsLocalPV("db-2")
 	vc2 := waitContent(t, c, content2, "db-2's replication to n2 to settle", func(vc *snapshotv1.VolumeSnapshotContent) bool {
 		st := replication(vc, "n2", target).State
-		return st == volsnap.StateReplicated || st == volsnap.StateDiverged
+		return st == volsnap.StateSynced || st == volsnap.StateDiverged
 	})
-	if ts := replication(vc2, "n2", target); ts.State != volsnap.StateReplicated {
+	if ts := replication(vc2, "n2", target); ts.State != volsnap.StateSynced {
 		t.Fatalf("db-2 not replicated after the other driver destroyed db-1, n2's base: %s: %s (n2's old replica %v)",
 			ts.State, ts.Error, snapProps(t, n2, target+"@"+short, "defer_destroy", "userrefs"))
 	}

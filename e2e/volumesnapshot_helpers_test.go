@@ -173,7 +173,7 @@ func replication(vc *snapshotv1.VolumeSnapshotContent, node, dataset string) vol
 
 func replicated(node, dataset string) func(*snapshotv1.VolumeSnapshotContent) bool {
 	return func(vc *snapshotv1.VolumeSnapshotContent) bool {
-		return replication(vc, node, dataset).State == volsnap.StateReplicated
+		return replication(vc, node, dataset).State == volsnap.StateSynced
 	}
 }
 

@@ -28,6 +28,12 @@
 //     aside instead of destroying it; Unmount never forces. A snapshot a clone depends on fails
 //     to destroy with ErrHasClones; a taken rename destination is
 //     ErrDatasetExists.
+//   - Clone makes a filesystem from a snapshot of the same pool (a taken
+//     name is ErrDatasetExists), Promote swaps a clone with its origin (a
+//     non-clone is ErrNotClone), Mount mounts at the mountpoint property
+//     (ErrAlreadyMounted if mounted), Inherit clears one property's local
+//     value (never -r). zfs-fuse mounts a new clone even with
+//     canmount=noauto: callers that need it unmounted unmount it.
 //   - DecodeResumeToken (resumetoken.go) decodes a receive_resume_token
 //     without asking ZFS: version 1, the Fletcher-4 word of the compressed
 //     payload, zlib, then the packed nvlist (native encoding, either byte

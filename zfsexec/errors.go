@@ -36,8 +36,12 @@ var (
 	// ErrHasClones: a snapshot cannot be destroyed because a clone depends
 	// on it (it is the clone's origin).
 	ErrHasClones = errors.New("snapshot has dependent clones")
-	// ErrDatasetExists: a rename's destination name is taken.
+	// ErrDatasetExists: a rename's or clone's destination name is taken.
 	ErrDatasetExists = errors.New("dataset already exists")
+	// ErrNotClone: promote of a filesystem that is not a clone.
+	ErrNotClone = errors.New("not a cloned filesystem")
+	// ErrAlreadyMounted: mount of a filesystem that is mounted.
+	ErrAlreadyMounted = errors.New("filesystem already mounted")
 )
 
 // stderrPatterns maps stderr wording to the sentinel it means. Order matters
@@ -72,6 +76,9 @@ var stderrPatterns = []struct {
 	{regexp.MustCompile(`resume token is corrupt|invalid resume token`), ErrInvalidResumeToken},
 	{regexp.MustCompile(`snapshot has dependent clones`), ErrHasClones},
 	{regexp.MustCompile(`cannot rename '[^']*': dataset already exists`), ErrDatasetExists},
+	{regexp.MustCompile(`cannot create '[^']*': dataset already exists`), ErrDatasetExists},
+	{regexp.MustCompile(`cannot promote '[^']*': not a cloned filesystem`), ErrNotClone},
+	{regexp.MustCompile(`cannot mount '[^']*': filesystem already mounted`), ErrAlreadyMounted},
 }
 
 // Is reports whether the command's stderr means target, so callers write

@@ -33,6 +33,12 @@ func TestOperations_BadNamesStartNoProcess(t *testing.T) {
 		ops["RenameSrc"] = z.Rename(ctx, name, "tank/x")
 		ops["RenameDst"] = z.Rename(ctx, "tank/x", name)
 		ops["Unmount"] = z.Unmount(ctx, name)
+		ops["CloneSnap"] = z.Clone(ctx, name+"@s", "tank/c", nil)
+		ops["CloneFS"] = z.Clone(ctx, "tank/d@s", name, nil)
+		ops["Promote"] = z.Promote(ctx, name)
+		ops["Mount"] = z.Mount(ctx, name)
+		ops["Inherit"] = z.Inherit(ctx, name, "z8r.dev:replica-of")
+		ops["InheritProp"] = z.Inherit(ctx, "tank/d", name)
 		ops["Bookmark"] = z.Bookmark(ctx, name+"@s", name+"#b")
 		_, ops["ResumeToken"] = z.ResumeToken(ctx, name)
 		ops["AbortRecv"] = z.AbortRecv(ctx, name)
@@ -193,5 +199,66 @@ func TestRename_Argv(t *testing.T) {
 		if err := New(failRunner{t}).Rename(ctx, c[0], c[1]); !errors.Is(err, ErrInvalidName) {
 			t.Errorf("Rename(%q, %q) = %v, want ErrInvalidName", c[0], c[1], err)
 		}
+	}
+}
+
+// TestClone_Argv: a clone is `zfs clone [-o k=v]... SNAP FS` with the
+// properties sorted; a clone outside its origin's pool, of a filesystem,
+// onto a pool root or with a bad property runs nothing.
+func TestClone_Argv(t *testing.T) {
+	ctx := context.Background()
+	want := []string{"zfs", "clone", "-o", "canmount=noauto", "-o", "readonly=on", "-o", "z8r.dev:replica-of=n2:tank/b", "tank/a-z8r-tail-20261130T150405Z@s1", "tank/a"}
+	s := &scriptRunner{replies: map[string]reply{strings.Join(want, " "): {}}}
+	err := New(s).Clone(ctx, "tank/a-z8r-tail-20261130T150405Z@s1", "tank/a", map[string]string{
+		"z8r.dev:replica-of": "n2:tank/b", "readonly": "on", "canmount": "noauto"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(s.ran, [][]string{want}) {
+		t.Errorf("ran %q, want %q", s.ran, want)
+	}
+	for _, c := range []struct {
+		snap, fs string
+		props    map[string]string
+	}{
+		{"tank/a@s", "backup/a", nil},                        // another pool
+		{"tank/a", "tank/b", nil},                            // origin not a snapshot
+		{"tank/a@s", "tank", nil},                            // pool root
+		{"tank/a@s", "tank/b@s", nil},                        // clone named like a snapshot
+		{"tank/a@s", "tank/b", map[string]string{"-o": "x"}}, // bad property
+	} {
+		if err := New(failRunner{t}).Clone(ctx, c.snap, c.fs, c.props); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Clone(%q, %q, %v) = %v, want ErrInvalidName", c.snap, c.fs, c.props, err)
+		}
+	}
+}
+
+// TestPromoteMountInherit_Argv: each runs exactly one plain command.
+func TestPromoteMountInherit_Argv(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name string
+		op   func(z *ZFS) error
+		want []string
+	}{
+		{"promote", func(z *ZFS) error { return z.Promote(ctx, "tank/a") }, []string{"zfs", "promote", "tank/a"}},
+		{"mount", func(z *ZFS) error { return z.Mount(ctx, "tank/a") }, []string{"zfs", "mount", "tank/a"}},
+		{"inherit", func(z *ZFS) error { return z.Inherit(ctx, "tank/a", "z8r.dev:replica-of") }, []string{"zfs", "inherit", "z8r.dev:replica-of", "tank/a"}},
+		{"inherit snapshot", func(z *ZFS) error { return z.Inherit(ctx, "tank/a@s", "z8r.dev:owner") }, []string{"zfs", "inherit", "z8r.dev:owner", "tank/a@s"}},
+	}
+	for _, c := range cases {
+		s := &scriptRunner{replies: map[string]reply{strings.Join(c.want, " "): {}}}
+		if err := c.op(New(s)); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !reflect.DeepEqual(s.ran, [][]string{c.want}) {
+			t.Errorf("%s: ran %q, want %q", c.name, s.ran, c.want)
+		}
+	}
+	if err := New(failRunner{t}).Promote(ctx, "tank/a@s"); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("Promote(snapshot) = %v, want ErrInvalidName", err)
+	}
+	if err := New(failRunner{t}).Mount(ctx, "tank/a@s"); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("Mount(snapshot) = %v, want ErrInvalidName", err)
 	}
 }

@@ -106,11 +106,17 @@ func TestCommandError_Is_ZFSFuseWording(t *testing.T) {
 		"err-rename-not-exist.txt":                ErrDatasetNotExist,
 		"err-rename-mounted-busy.txt":             ErrDatasetBusy,
 		"err-umount-busy.txt":                     ErrDatasetBusy,
+		"err-clone-exists.txt":                    ErrDatasetExists,
+		"err-clone-origin-missing.txt":            ErrDatasetNotExist,
+		"err-promote-not-clone.txt":               ErrNotClone,
+		"err-promote-not-exist.txt":               ErrDatasetNotExist,
+		"err-mount-already-mounted.txt":           ErrAlreadyMounted,
+		"err-inherit-not-exist.txt":               ErrDatasetNotExist,
 	}
 	all := []error{ErrDatasetNotExist, ErrIncrementalMismatch, ErrDestinationModified, ErrDestinationExists,
 		ErrDestinationHasSnapshots, ErrDatasetBusy, ErrSnapshotExists, ErrTagExists, ErrNoSuchTag, ErrInvalidStream,
 		ErrDaemonNotRunning, ErrIncrementalSourceMissing, ErrNotEarlierSnapshot, ErrNewerSnapshotsExist,
-		ErrHasClones, ErrDatasetExists}
+		ErrHasClones, ErrDatasetExists, ErrNotClone, ErrAlreadyMounted}
 	for file, want := range cases {
 		ce := &CommandError{ExitCode: 1, Stderr: readFixture(t, "zfs-fuse-0.7", file)}
 		if !errors.Is(ce, want) {

@@ -25,4 +25,13 @@ const (
 	// ReasonInvalidSpec: the schedule or retention does not parse; nothing
 	// runs until the spec is fixed.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonPromoting: spec.source was changed to a target and the
+	// promotion runs (status.promotion says how far it is).
+	ReasonPromoting = "Promoting"
+	// ReasonPromotionWaiting: the promotion waits for the old source (it
+	// cannot be reached and unplanned failover is not allowed).
+	ReasonPromotionWaiting = "PromotionWaiting"
+	// ReasonPromotionRefused: the target cannot be promoted; nothing was
+	// changed (status.promotion.message says why).
+	ReasonPromotionRefused = "PromotionRefused"
 )

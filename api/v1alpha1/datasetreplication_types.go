@@ -16,15 +16,19 @@ import (
 // False, reason InvalidSpec.
 //
 // +kubebuilder:validation:XValidation:rule="!has(self.targets) || self.targets.all(t, t.node != self.source.node || (has(t.dataset) && t.dataset != self.source.dataset))",message="a target cannot be the source itself: on the source's node, give the target another dataset"
+// +kubebuilder:validation:XValidation:rule="self.source == oldSelf.source || (has(oldSelf.targets) && oldSelf.targets.exists(t, t.node == self.source.node && (has(t.dataset) ? t.dataset : oldSelf.source.dataset) == self.source.dataset))",message="source can change only to one of the targets (a promotion); to replicate another dataset, create another DatasetReplication"
 // +kubebuilder:validation:XValidation:rule="!has(self.targets) || self.targets.all(t, self.targets.exists_one(u, u.node == t.node && (has(u.dataset) ? u.dataset : self.source.dataset) == (has(t.dataset) ? t.dataset : self.source.dataset)))",message="targets must be unique by node and dataset (a target without a dataset uses the source's dataset name)"
 type DatasetReplicationSpec struct {
-	// Source is the dataset that is snapshotted. It cannot be changed: the
-	// holds, bookmarks and snapshots z8r keeps for the targets belong to
-	// this dataset, and a changed source would orphan them and send an
-	// unrelated dataset into the targets. To replicate another dataset,
-	// create another DatasetReplication (deleting this one releases its
-	// holds).
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="source is immutable: create another DatasetReplication for another dataset (deleting this one releases its holds)"
+	// Source is the dataset that is snapshotted. It can change only to one
+	// of the targets: that is a promotion (a planned switchover, or a
+	// failover when the old source is lost; see docs/failover.md), which
+	// z8r carries out before replicating in the new direction, reported
+	// in status.promotion. List the old source among the targets to have
+	// it replicated back to when it returns. Any other change is refused:
+	// the holds, bookmarks and snapshots z8r keeps belong to this dataset
+	// and its replicas, and another source would send an unrelated dataset
+	// into the targets. To replicate another dataset, create another
+	// DatasetReplication (deleting this one releases its holds).
 	Source DatasetRef `json:"source"`
 	// Targets receive the snapshots, each into its own dataset; at most
 	// 64, unique by node and dataset, none the source itself.
@@ -54,6 +58,108 @@ type DatasetReplicationSpec struct {
 	// Suspend stops snapshots and transfers without forgetting state.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+	// AllowUnplannedFailover lets a promotion (spec.source changed to a
+	// target) go ahead when the old source cannot be reached: the target
+	// is made writable at its newest snapshot (the recovery point, in
+	// status.promotion) and whatever the old source had beyond it is kept
+	// aside there when it returns. Default false: a promotion waits for
+	// the old source and is a planned switchover that loses nothing.
+	// +optional
+	AllowUnplannedFailover bool `json:"allowUnplannedFailover,omitempty"`
+}
+
+// Promotion kinds.
+const (
+	// PromotionPlanned: the old source was reachable; it was made
+	// read-only, snapshotted a last time and that snapshot sent, so
+	// nothing written on it is lost.
+	PromotionPlanned = "Planned"
+	// PromotionUnplanned: the old source could not be reached; the target
+	// was promoted at its newest snapshot (the recovery point).
+	PromotionUnplanned = "Unplanned"
+)
+
+// Promotion phases.
+const (
+	// PromotionWaiting: the old source cannot be reached and unplanned
+	// failover is not allowed; nothing was changed.
+	PromotionWaiting = "WaitingForSource"
+	// PromotionFinalSync: the old source is read-only; its last snapshot
+	// is being sent to the target.
+	PromotionFinalSync = "FinalSync"
+	// PromotionPromoting: the target is being made writable.
+	PromotionPromoting = "Promoting"
+	// PromotionCompleted: the target is the source.
+	PromotionCompleted = "Completed"
+	// PromotionRefused: the target cannot be promoted (diverged, never
+	// synced, missing); nothing was changed. Status says why.
+	PromotionRefused = "Refused"
+	// PromotionCancelled: spec.source went back before the target was
+	// made writable; the old source was made writable again.
+	PromotionCancelled = "Cancelled"
+)
+
+// Rejoin states of the old source after a promotion.
+const (
+	// RejoinPending: the old source has not been seen since an unplanned
+	// failover; when it returns it is made read-only and its tail kept
+	// aside before anything is received into it.
+	RejoinPending = "Pending"
+	// RejoinReceiving: the old source is read-only, its old holds are
+	// released and its tail (if any) is in tailAside; it is receiving from
+	// the new source.
+	RejoinReceiving = "Receiving"
+	// RejoinDone: the old source is a replica of the new one (its tail, if
+	// any, is in tailAside).
+	RejoinDone = "Done"
+)
+
+// PromotionStatus is the last (or running) promotion of a target to source.
+type PromotionStatus struct {
+	// From is the old source, To the promoted target.
+	From DatasetRef `json:"from"`
+	To   DatasetRef `json:"to"`
+	// Kind is Planned or Unplanned (known once the old source was tried).
+	// +optional
+	Kind string `json:"kind,omitempty"`
+	// Phase is WaitingForSource, FinalSync, Promoting, Completed, Refused
+	// or Cancelled.
+	Phase string `json:"phase"`
+	// StartedAt and CompletedAt bound the promotion.
+	StartedAt   *metav1.Time `json:"startedAt,omitempty"`
+	CompletedAt *metav1.Time `json:"completedAt,omitempty"`
+	// FinalSnapshot is the snapshot of a planned switchover, taken after
+	// the old source was made read-only.
+	// +optional
+	FinalSnapshot string `json:"finalSnapshot,omitempty"`
+	// RecoveryPoint is the snapshot the target was promoted at (short
+	// name), RecoveryPointGUID its GUID and RecoveryPointTime when it was
+	// taken: nothing written on the old source after that time is in the
+	// new source.
+	// +optional
+	RecoveryPoint     string       `json:"recoveryPoint,omitempty"`
+	RecoveryPointGUID string       `json:"recoveryPointGUID,omitempty"`
+	RecoveryPointTime *metav1.Time `json:"recoveryPointTime,omitempty"`
+	// Discarded is what the target had beyond the recovery point when it
+	// was promoted: an interrupted receive of a later snapshot, abandoned
+	// (the old source still has that snapshot).
+	// +optional
+	Discarded string `json:"discarded,omitempty"`
+	// Rejoin is the old source's way back as a replica: Pending,
+	// Receiving or Done.
+	// +optional
+	Rejoin string `json:"rejoin,omitempty"`
+	// TailAside is where the old source's unreplicated tail (its snapshots
+	// after the common base, and its writes) was kept, on From.Node: a
+	// dataset named <dataset>-z8r-tail-<UTC time>. z8r never destroys it.
+	// +optional
+	TailAside string `json:"tailAside,omitempty"`
+	// Message says why the promotion waits or was refused.
+	// +optional
+	Message string `json:"message,omitempty"`
+	// Attempts counts refused or failed tries (drives the retry backoff).
+	// +optional
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // DatasetRef names a dataset on a node.
@@ -118,16 +224,6 @@ type ReplicationTarget struct {
 	RollbackDiverged bool `json:"rollbackDiverged,omitempty"`
 }
 
-// Target states.
-const (
-	TargetPending  = "Pending"
-	TargetSyncing  = "Syncing"
-	TargetSynced   = "Synced"
-	TargetBehind   = "Behind"
-	TargetDiverged = "Diverged"
-	TargetFailed   = "Failed"
-)
-
 // TargetStatus is how far one target is.
 type TargetStatus struct {
 	Node    string `json:"node"`
@@ -185,6 +281,13 @@ type DatasetReplicationStatus struct {
 	Targets []TargetStatus `json:"targets,omitempty"`
 	// Conditions: Ready, Synchronizing.
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Source is the source in force: where z8r snapshots and sends from.
+	// It differs from spec.source while a promotion runs.
+	// +optional
+	Source *DatasetRef `json:"source,omitempty"`
+	// Promotion is the last (or running) promotion.
+	// +optional
+	Promotion *PromotionStatus `json:"promotion,omitempty"`
 }
 
 // DatasetReplication keeps a dataset snapshotted and replicated.
@@ -199,6 +302,7 @@ type DatasetReplicationStatus struct {
 // +kubebuilder:printcolumn:name="Behind",type=integer,JSONPath=`.status.maxSnapshotsBehind`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Next-Snapshot",type=string,JSONPath=`.status.nextSnapshotTime`,priority=1
+// +kubebuilder:printcolumn:name="Promotion",type=string,JSONPath=`.status.promotion.phase`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type DatasetReplication struct {
 	metav1.TypeMeta   `json:",inline"`

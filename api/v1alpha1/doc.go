@@ -11,6 +11,12 @@
 //     PVC annotations); users may also create them directly.
 //   - ReplicationTargetPolicy (cluster-scoped): which replica targets
 //     tenants may ask for.
+//   - ReplicaRestore (namespaced, admin-only): a snapshot on a node (a
+//     replication's, or a VolumeSnapshotContent's) to clone into a new
+//     dataset there, with a PV and a pre-bound PVC in its namespace
+//     (docs/restore.md). Its spec is immutable; the API server refuses a
+//     source naming both or neither of replication and
+//     volumeSnapshotContent, and dataset and node names z8r would refuse.
 //
 // The markers on the spec types are part of the contract: the API server
 // refuses a DatasetReplication or ReplicationTargetPolicy whose node

@@ -46,4 +46,20 @@ const (
 	// EventReplicationNameTaken: the DatasetReplication name computed for
 	// a PVC belongs to another owner; it is neither patched nor deleted.
 	EventReplicationNameTaken = "ReplicationNameTaken"
+	// EventPromoted: a target became the source (planned switchover or
+	// unplanned failover); the message gives the recovery point.
+	EventPromoted = "Promoted"
+	// EventPromotionRefused: a promotion was refused (the target diverged,
+	// never synced or is missing); nothing was changed.
+	EventPromotionRefused = "PromotionRefused"
+	// EventPromotionWaiting: a promotion waits for an unreachable old
+	// source (unplanned failover not allowed).
+	EventPromotionWaiting = "PromotionWaiting"
+	// EventPromotionCancelled: spec.source went back before the target
+	// was made writable; the old source is writable again.
+	EventPromotionCancelled = "PromotionCancelled"
+	// EventTailPreserved: the old source's unreplicated tail was moved
+	// aside (renamed, every snapshot and write kept) before it was made a
+	// replica of the new source.
+	EventTailPreserved = "TailPreserved"
 )

@@ -61,16 +61,15 @@ const (
 
 // Event reasons of the VolumeSnapshot integration.
 const (
-	EventSnapshotDeleted       = "SnapshotDeleted"
-	EventSnapshotDeferred      = "SnapshotDestroyDeferred"
-	EventSnapshotDeleteFailed  = "SnapshotDeleteFailed"
-	EventSnapshotImported      = "SnapshotImported"
-	EventSnapshotRetained      = "SnapshotRetained"
-	EventInvalidSnapshotSource = "InvalidSnapshotSource"
-	EventReplicaCreated        = "ReplicaContentCreated"
-	EventInvalidPVCAnnotation  = "InvalidPVCAnnotation"
-	EventScheduledSnapshot     = "ScheduledSnapshotCreated"
-	EventScheduledPruned       = "ScheduledSnapshotsPruned"
+	EventSnapshotDeleted      = "SnapshotDeleted"
+	EventSnapshotDeferred     = "SnapshotDestroyDeferred"
+	EventSnapshotDeleteFailed = "SnapshotDeleteFailed"
+	EventSnapshotImported     = "SnapshotImported"
+	EventSnapshotRetained     = "SnapshotRetained"
+	EventReplicaCreated       = "ReplicaContentCreated"
+	EventInvalidPVCAnnotation = "InvalidPVCAnnotation"
+	EventScheduledSnapshot    = "ScheduledSnapshotCreated"
+	EventScheduledPruned      = "ScheduledSnapshotsPruned"
 	// EventScheduledWaiting: a scheduled VolumeSnapshot is due but the
 	// previous one is not ready yet (its node may be down); no second one
 	// is taken until it is.

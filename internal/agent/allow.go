@@ -107,12 +107,19 @@ func isZ8RUserProp(prop string) bool {
 	return strings.HasPrefix(prop, userPropPrefix) && len(prop) > len(userPropPrefix)
 }
 
-// nativeAllowed is every native property assignment the agent runs: the
-// ones that make a replica read-only and keep it from being mounted
-// automatically. Anything else (mountpoint, sharenfs, sharesmb, setuid,
-// exec, devices, keylocation, canmount=on, readonly=off, ...) changes what
-// the host exposes and is refused.
+// nativeAllowed is every native property assignment the agent runs at
+// creation (zfs create -o, zfs clone -o, zfs recv -o): the ones that make a
+// replica read-only and keep it from being mounted automatically. Anything
+// else (mountpoint, sharenfs, sharesmb, setuid, exec, devices,
+// keylocation, canmount=on, readonly=off, ...) changes what the host
+// exposes and is refused.
 var nativeAllowed = map[string]string{"readonly": "on", "canmount": "noauto"}
+
+// promoteAllowed is the only other native assignment, and only in zfs set:
+// making a promoted replica writable and mountable. CheckEffect admits it
+// only on a filesystem carrying z8r.dev:replica-of set locally, so it can
+// only undo what z8r did to its own replica.
+var promoteAllowed = map[string]string{"readonly": "off", "canmount": "on"}
 
 // propSet says which "k=v" assignments one argument position takes.
 type propSet int
@@ -120,8 +127,10 @@ type propSet int
 const (
 	// propsUser: z8r's user properties only (zfs snapshot -o).
 	propsUser propSet = iota
-	// propsSet: z8r's user properties and nativeAllowed (zfs set, zfs
-	// create -o).
+	// propsCreate: z8r's user properties and nativeAllowed (zfs create
+	// -o, zfs clone -o).
+	propsCreate
+	// propsSet: propsCreate and promoteAllowed (zfs set).
 	propsSet
 	// propsRecv: nativeAllowed only (zfs recv -o).
 	propsRecv
@@ -151,10 +160,21 @@ func checkKV(kv string, set propSet) error {
 		return refuse("only z8r's user properties (%s*) may be set here, not %q", userPropPrefix, k)
 	case !native:
 		return refuse("property %q is not one z8r sets (allowed: readonly=on, canmount=noauto, %s*)", k, userPropPrefix)
-	case v != want:
-		return refuse("%s may only be set to %q, not %q", k, want, v)
+	case v == want:
+		return nil
+	case set == propsSet && promoteAllowed[k] == v:
+		return nil
+	case set == propsSet:
+		return refuse("zfs set may set %s only to %q or %q, not %q", k, want, promoteAllowed[k], v)
 	}
-	return nil
+	return refuse("%s may only be set to %q here, not %q", k, want, v)
+}
+
+// isPromoteKV reports whether a zfs set assignment is one of
+// promoteAllowed's, which CheckEffect judges.
+func isPromoteKV(kv string) bool {
+	k, v, ok := strings.Cut(kv, "=")
+	return ok && promoteAllowed[k] == v
 }
 
 // Check decides whether argv is one of the ZFS commands z8r's operations
@@ -164,7 +184,12 @@ func checkKV(kv string, set propSet) error {
 //   - reads: zfs version, zpool upgrade -v, zfs get -H -p ..., zfs holds -H;
 //   - zfs set k=v NAME and zfs create [-p] [-o k=v]... FS: k=v only
 //     readonly=on, canmount=noauto or a z8r user property (z8r.dev:*);
-//     never mountpoint, sharenfs, setuid, keylocation, readonly=off...;
+//     never mountpoint, sharenfs, setuid, keylocation...;
+//   - zfs set readonly=off FS and zfs set canmount=on FS (a filesystem,
+//     not a snapshot): making a promoted replica writable and mountable;
+//   - zfs clone [-o k=v]... SNAP FS: k=v as for zfs create; zfs promote
+//     FS; zfs mount FS (no options, never -a); zfs inherit z8r.dev:NAME
+//     NAME (only z8r's user properties, no -r);
 //   - zfs snapshot [-o k=v]... SNAP: z8r user properties only, no -r;
 //   - zfs destroy [-d] SNAP, zfs destroy BOOKMARK of z8r's form
 //     (snapname.IsZ8RBookmark): never a filesystem, never -r/-R;
@@ -176,13 +201,15 @@ func checkKV(kv string, set propSet) error {
 //     (zfsexec.DecodeResumeToken) to a snapshot in the allowed pools;
 //   - zfs recv -u [-F] [-s] [-o readonly=on|canmount=noauto]... FS (always
 //     unmounted, no -x, -d, -e) and zfs recv -A FS;
-//   - zfs rename FS FS-z8r-diverged-<UTC time> (moving a filesystem aside
-//     beside itself) and zfs umount FS, never forced.
+//   - zfs rename FS FS-z8r-diverged-<UTC time> and zfs rename FS
+//     FS-z8r-tail-<UTC time> (moving a filesystem aside beside itself) and
+//     zfs umount FS, never forced.
 //
 // z8r never rolls back, so zfs rollback is refused. Check judges the argv
-// alone: that a destroyed snapshot is z8r's, or that the target of recv -F
-// is a pristine z8r replica, needs ZFS to be read first and is not checked
-// here.
+// alone: that a destroyed snapshot is z8r's, that the target of recv -F
+// is a pristine z8r replica, that what is made writable or promoted is a
+// z8r replica, or that a mount lands where the admin chose, needs ZFS to
+// be read first and is checked by CheckEffect.
 func (p Policy) Check(argv []string) error {
 	if len(argv) < 2 {
 		return refuse("not a zfs command")
@@ -206,10 +233,32 @@ func (p Policy) Check(argv []string) error {
 			if err := checkKV(args[0], propsSet); err != nil {
 				return err
 			}
+			if isPromoteKV(args[0]) {
+				return p.checkName(kindDataset, args[1])
+			}
 			return p.checkName(kindAny, args[1])
 		}
 	case "create":
-		return p.checkFlagsThenName(args, map[string]bool{"-p": true}, propsSet, kindDataset)
+		return p.checkFlagsThenName(args, map[string]bool{"-p": true}, propsCreate, kindDataset)
+	case "clone":
+		return p.checkClone(args)
+	case "promote", "mount":
+		// zfs mount: no options (no -o, no -a): it mounts one filesystem
+		// at its mountpoint property, which CheckEffect requires to be
+		// inherited or default.
+		if len(args) == 1 {
+			return p.checkName(kindDataset, args[0])
+		}
+	case "inherit":
+		if len(args) == 2 {
+			if err := zfsexec.ValidateProperty(args[0]); err != nil {
+				return refuse("%v", err)
+			}
+			if !isZ8RUserProp(args[0]) {
+				return refuse("zfs inherit may clear only z8r's user properties (%s*), not %q", userPropPrefix, args[0])
+			}
+			return p.checkName(kindAny, args[1])
+		}
 	case "snapshot":
 		return p.checkFlagsThenName(args, nil, propsUser, kindSnapshot)
 	case "destroy":
@@ -365,10 +414,41 @@ func (p Policy) checkGet(args []string) error {
 	return p.checkName(kindAny, args[3])
 }
 
-// checkRename accepts exactly one form: moving a filesystem aside beside
-// itself, `zfs rename FS FS-z8r-diverged-<UTC time>`
+// checkClone accepts `zfs clone [-o k=v]... SNAP FS`: k=v as for zfs
+// create (readonly=on, canmount=noauto, z8r.dev:*), SNAP and FS in the
+// allowed pools, FS not a pool's root.
+func (p Policy) checkClone(args []string) error {
+	for len(args) > 2 {
+		if args[0] != "-o" {
+			return refuse("unexpected argument %q to zfs clone", args[0])
+		}
+		if err := checkKV(args[1], propsCreate); err != nil {
+			return err
+		}
+		args = args[2:]
+	}
+	if len(args) != 2 {
+		return refuse("zfs clone takes a snapshot and a filesystem")
+	}
+	if err := p.checkName(kindSnapshot, args[0]); err != nil {
+		return err
+	}
+	if err := p.checkName(kindDataset, args[1]); err != nil {
+		return err
+	}
+	if !strings.Contains(args[1], "/") {
+		return refuse("a clone cannot be a pool's root dataset")
+	}
+	return nil
+}
+
+// checkRename accepts exactly two forms, both moving a filesystem aside
+// beside itself: `zfs rename FS FS-z8r-diverged-<UTC time>`
 // (snapname.DivergedName), which is how z8r keeps a diverged target
-// instead of destroying it. No flags, no other destination.
+// instead of destroying it, and `zfs rename FS FS-z8r-tail-<UTC time>`
+// (snapname.TailName), which is how it keeps an old source's unreplicated
+// tail. No flags, no
+// other destination.
 func (p Policy) checkRename(args []string) error {
 	if len(args) != 2 {
 		return refuse("zfs rename takes exactly a source and a destination")
@@ -383,10 +463,15 @@ func (p Policy) checkRename(args []string) error {
 		return refuse("a pool's root dataset cannot be renamed")
 	}
 	ds, t, ok := snapname.ParseDivergedName(args[1])
-	if !ok || ds != args[0] || args[1] != snapname.DivergedName(ds, t) {
-		return refuse("zfs rename may only move %q aside to %q<UTC time>", args[0], args[0]+snapname.DivergedInfix)
+	if ok && ds == args[0] && args[1] == snapname.DivergedName(ds, t) {
+		return nil
 	}
-	return nil
+	ds, t, ok = snapname.ParseTailName(args[1])
+	if ok && ds == args[0] && args[1] == snapname.TailName(ds, t) {
+		return nil
+	}
+	return refuse("zfs rename may only move %q aside to %q<UTC time> or %q<UTC time>", args[0],
+		args[0]+snapname.DivergedInfix, args[0]+snapname.TailInfix)
 }
 
 func (p Policy) checkSend(args []string) error {

@@ -28,6 +28,7 @@ var fuzzFlags = map[string][]string{
 	"holds":    {"-H"},
 	"send":     {"-w", "-c", "-L", "-i", "-t"},
 	"recv":     {"-u", "-F", "-s", "-o", "-A"},
+	"clone":    {"-o"},
 }
 
 // fuzzPoolOf is the pool part of a ZFS name, worked out here rather than
@@ -66,16 +67,18 @@ func fuzzCheckName(t *testing.T, argv []string, name string) {
 	}
 }
 
-// fuzzCheckKV fails t unless kv is an assignment z8r makes: one of its
-// user properties (not through recv) or readonly=on / canmount=noauto.
-func fuzzCheckKV(t *testing.T, argv []string, kv string, recv bool) {
+// fuzzCheckKV fails t unless kv is an assignment z8r makes with zfs sub:
+// one of its user properties (not through recv) or readonly=on /
+// canmount=noauto, and with zfs set also readonly=off / canmount=on.
+func fuzzCheckKV(t *testing.T, argv []string, kv string, sub string) {
 	t.Helper()
 	k, v, ok := strings.Cut(kv, "=")
 	switch {
 	case !ok:
 		t.Fatalf("accepted %q: property argument %q has no '='", argv, kv)
-	case strings.HasPrefix(k, "z8r.dev:") && len(k) > len("z8r.dev:") && !recv:
+	case strings.HasPrefix(k, "z8r.dev:") && len(k) > len("z8r.dev:") && sub != "recv":
 	case k == "readonly" && v == "on", k == "canmount" && v == "noauto":
+	case sub == "set" && (k == "readonly" && v == "off" || k == "canmount" && v == "on"):
 	default:
 		t.Fatalf("accepted %q: property assignment %q is outside the allowed set", argv, kv)
 	}
@@ -88,7 +91,9 @@ func fuzzCheckKV(t *testing.T, argv []string, kv string, recv bool) {
 // valid, not starting with '-' and inside the allowed pools, every
 // property assignment inside the allowed set and no '=' anywhere else,
 // never destroys a filesystem, always receives unmounted, holds/releases
-// only z8r's tags and renames only aside to <FS>-z8r-diverged-<time>.
+// only z8r's tags, renames only aside to <FS>-z8r-diverged-<time> or
+// <FS>-z8r-tail-<time>, makes only filesystems writable, and inherits only
+// z8r's user properties.
 func FuzzPolicyCheck(f *testing.F) {
 	long := "tank/" + strings.Repeat("a", 300)
 	for _, argv := range [][]string{
@@ -124,6 +129,17 @@ func FuzzPolicyCheck(f *testing.F) {
 		{"zfs", "release", "z8r-last-x", "backup/a@s1"},
 		{"zfs", "rename", "backup/a", "backup/a-z8r-diverged-20261130T091500Z"},
 		{"zfs", "umount", "backup/a"},
+		{"zfs", "set", "readonly=off", "backup/a"},
+		{"zfs", "set", "canmount=on", "backup/a"},
+		{"zfs", "inherit", "z8r.dev:replica-of", "backup/a"},
+		{"zfs", "mount", "backup/a"},
+		{"zfs", "promote", "backup/a"},
+		{"zfs", "clone", "-o", "readonly=on", "-o", "z8r.dev:replica-of=n2:tank/a", "backup/a-z8r-tail-20261130T150405Z@s1", "backup/a"},
+		{"zfs", "rename", "backup/a", "backup/a-z8r-tail-20261130T150405Z"},
+		{"zfs", "set", "readonly=off", "backup/a@s"},
+		{"zfs", "clone", "-o", "mountpoint=/etc", "tank/a@s", "tank/b"},
+		{"zfs", "mount", "-a"},
+		{"zfs", "inherit", "-r", "readonly", "tank/a"},
 		{"sh", "-c", "id"},
 		{"zfs"},
 		{"zfs", "destroy", "tank/a"},
@@ -207,6 +223,15 @@ func FuzzPolicyCheck(f *testing.F) {
 		if sub == "bookmark" || sub == "rename" {
 			names[0] = true
 		}
+		if sub == "clone" && len(args) > 1 {
+			names[len(args)-2] = true
+		}
+		if sub == "inherit" {
+			values[0] = true
+			if len(args) != 2 || !strings.HasPrefix(args[0], "z8r.dev:") || len(args[0]) == len("z8r.dev:") {
+				t.Fatalf("accepted %q: inherits something other than a z8r user property", argv)
+			}
+		}
 		if sub == "get" && len(args) > 1 {
 			values[len(args)-2] = true // the property list
 		}
@@ -249,7 +274,7 @@ func FuzzPolicyCheck(f *testing.F) {
 			case names[i]:
 				fuzzCheckName(t, argv, a)
 			case kvs[i]:
-				fuzzCheckKV(t, argv, a, sub == "recv")
+				fuzzCheckKV(t, argv, a, sub)
 			case strings.Contains(a, "="):
 				t.Fatalf("accepted %q: '=' in non-assignment argument %q", argv, a)
 			}
@@ -265,10 +290,15 @@ func FuzzPolicyCheck(f *testing.F) {
 				t.Fatalf("accepted %q: receives mounted", argv)
 			}
 		case "rename":
-			if !strings.HasPrefix(last, args[0]+snapname.DivergedInfix) || strings.ContainsAny(args[0], "@#") {
+			aside := strings.HasPrefix(last, args[0]+snapname.DivergedInfix) || strings.HasPrefix(last, args[0]+snapname.TailInfix)
+			if !aside || strings.ContainsAny(args[0], "@#") {
 				t.Fatalf("accepted %q: rename is not a move aside", argv)
 			}
-		case "create", "umount":
+		case "set":
+			if k, v, _ := strings.Cut(args[0], "="); (k == "readonly" && v == "off" || k == "canmount" && v == "on") && strings.ContainsAny(last, "@#") {
+				t.Fatalf("accepted %q: makes a non-filesystem writable", argv)
+			}
+		case "create", "umount", "clone", "promote", "mount":
 			if strings.ContainsAny(last, "@#") {
 				t.Fatalf("accepted %q on a non-filesystem", argv)
 			}

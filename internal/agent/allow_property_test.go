@@ -167,7 +167,18 @@ func TestPolicyCheck_AcceptsEveryZ8RArgv(t *testing.T) {
 				"AbortRecv":       func() error { return z.AbortRecv(ctx, ds) },
 				"Rename":          func() error { return z.Rename(ctx, ds, snapname.DivergedName(ds, time.Unix(rng.Int64N(4e9), 0))) },
 				"Unmount":         func() error { return z.Unmount(ctx, ds) },
-				"SendFull":        func() error { return z.Send(ctx, zfsexec.SendOptions{Snapshot: snap}, io.Discard) },
+				"RenameTail": func() error {
+					return z.Rename(ctx, ds, snapname.TailName(ds, time.Unix(rng.Int64N(4e9), 0)))
+				},
+				"Clone": func() error {
+					return z.Clone(ctx, snap, ds+"-c", map[string]string{"readonly": "on", "canmount": "noauto", replicate.ReplicaOfProp: origin})
+				},
+				"Promote":       func() error { return z.Promote(ctx, ds) },
+				"Mount":         func() error { return z.Mount(ctx, ds) },
+				"Inherit":       func() error { return z.Inherit(ctx, ds, replicate.ReplicaOfProp) },
+				"SetWritable":   func() error { return z.Set(ctx, ds, map[string]string{"readonly": "off", "canmount": "on"}) },
+				"GetPromotable": func() error { _, err := z.Get(ctx, ds, "type", "origin", replicate.ReplicaOfProp); return err },
+				"SendFull":      func() error { return z.Send(ctx, zfsexec.SendOptions{Snapshot: snap}, io.Discard) },
 				"SendIncremental": func() error {
 					return z.Send(ctx, zfsexec.SendOptions{Snapshot: snap2, From: "@" + short}, io.Discard)
 				},
@@ -219,7 +230,7 @@ func TestPolicyCheck_AcceptsEveryZ8RArgv(t *testing.T) {
 		"SetReplicaOf", "SetOwned", "SetContent", "CreateParents", "SnapshotOwned", "SnapshotContent",
 		"SnapshotBare", "Destroy", "DestroyDefer", "DestroyBookmark", "HoldBase", "HoldStep", "HoldReplica",
 		"ReleaseBase", "ReleaseStep", "ReleaseReplica", "Holds", "Bookmark", "ResumeToken", "AbortRecv",
-		"Rename", "Unmount", "SendFull", "SendIncremental", "SendFromBookmark", "SendResume", "RecvFull",
+		"Rename", "Unmount", "RenameTail", "Clone", "Promote", "Mount", "Inherit", "SetWritable", "GetPromotable", "SendFull", "SendIncremental", "SendFromBookmark", "SendResume", "RecvFull",
 		"RecvIncremental", "RecvResumed"} {
 		if ran[name] < 100 {
 			t.Errorf("%s produced argvs only %d times", name, ran[name])
@@ -242,6 +253,16 @@ func TestPolicyCheck_RefusesBuilderArgvsZ8RNeverUses(t *testing.T) {
 		}},
 		{"CreateMountpoint", func(z *zfsexec.ZFS) error {
 			return z.CreateFilesystem(context.Background(), "tank/a", zfsexec.CreateOptions{Props: map[string]string{"mountpoint": "/root/.ssh"}})
+		}},
+		{"CloneMountpoint", func(z *zfsexec.ZFS) error {
+			return z.Clone(context.Background(), "tank/a@s", "tank/b", map[string]string{"mountpoint": "/etc"})
+		}},
+		{"CloneWritable", func(z *zfsexec.ZFS) error {
+			return z.Clone(context.Background(), "tank/a@s", "tank/b", map[string]string{"readonly": "off"})
+		}},
+		{"InheritNative", func(z *zfsexec.ZFS) error { return z.Inherit(context.Background(), "tank/a", "readonly") }},
+		{"SetWritableSnapshot", func(z *zfsexec.ZFS) error {
+			return z.Set(context.Background(), "tank/a@s", map[string]string{"readonly": "off"})
 		}},
 		{"SnapshotNative", func(z *zfsexec.ZFS) error {
 			return z.Snapshot(context.Background(), "tank/a@s", map[string]string{"readonly": "on"})

@@ -297,7 +297,7 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 		if errors.As(err, &oce) && oce.Reason == ssh.Prohibited {
 			return &RefusedError{Reason: oce.Message}
 		}
-		return fmt.Errorf("agent %s: open %s: %w: %w", c.addr, chanType, ErrUnreachable, err)
+		return &UnreachableError{Addr: c.addr, Op: "open " + chanType, Err: err}
 	}
 	stop := context.AfterFunc(ctx, func() { _ = ch.Close() })
 	defer stop()
@@ -395,7 +395,7 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 		return fmt.Errorf("agent %s: %w", c.addr, ctx.Err())
 	}
 	if st == nil {
-		return fmt.Errorf("agent %s: %s ended without a status: %w", c.addr, chanType, ErrUnreachable)
+		return &UnreachableError{Addr: c.addr, Op: chanType + " ended without a status"}
 	}
 	if onExit != nil {
 		onExit(*st)

@@ -36,15 +36,21 @@
 //     by its effect, not only its shape: only the properties, tags,
 //     bookmarks, send and receive options z8r itself uses, on names inside
 //     the allowed pools, and resume tokens decoded and confined to those
-//     pools (allow.go). Then, before anything starts, CheckEffect reads
+//     pools (allow.go); for promotion and restore also zfs set
+//     readonly=off|canmount=on FS, zfs clone (-o as for create), zfs
+//     promote FS, zfs mount FS (no options) and zfs inherit of z8r's user
+//     properties only. Then, before anything starts, CheckEffect reads
 //     ZFS (one zfs get) for the requests whose effect depends on what they
 //     touch (effect.go): zfs recv -F only into a missing target or a
 //     pristine z8r replica (z8r.dev:replica-of set locally, readonly=on,
 //     unmounted, nothing below it); zfs destroy [-d] SNAP only of a missing
 //     snapshot or one carrying, set locally, z8r.dev:owner=z8r or
-//     z8r.dev:volumesnapshotcontent; zfs rename aside only of a filesystem
-//     with z8r.dev:replica-of set locally. A failed read refuses (fail
-//     closed). The marks are ones the same key may set (zfs set z8r.dev:*),
+//     z8r.dev:volumesnapshotcontent; zfs rename aside (to the diverged or
+//     the tail form) only of a filesystem with z8r.dev:replica-of set
+//     locally; zfs set readonly=off|canmount=on only on a filesystem with
+//     that mark set locally; zfs promote only of a clone with that mark
+//     set locally; zfs mount only of a filesystem whose mountpoint is
+//     inherited or default. A failed read refuses (fail closed). The marks are ones the same key may set (zfs set z8r.dev:*),
 //     so this stops a controller's mistake, not a hostile key holder.
 //   - Every login refusal and request is audited (audit.go): client key
 //     fingerprint, remote address, argv, outcome (refused + reason,

@@ -39,7 +39,19 @@ const (
 //     (any value: the VolumeSnapshot path's mark on what it takes and on
 //     the replicas it marks). An inherited or received value is no mark;
 //   - zfs rename FS NEW, unless FS does not exist or carries
-//     z8r.dev:replica-of set locally: only replicas are moved aside.
+//     z8r.dev:replica-of set locally: only replicas are moved aside (a
+//     frozen old source carries the mark too, so its tail is moved aside
+//     the same way);
+//   - zfs set readonly=off FS and zfs set canmount=on FS, unless FS does
+//     not exist or is a filesystem carrying z8r.dev:replica-of set locally
+//     (non-empty): only a z8r replica being promoted is made writable or
+//     mountable, never a dataset the admin made read-only;
+//   - zfs promote FS, unless FS does not exist or is a clone (origin not
+//     "-") carrying z8r.dev:replica-of set locally;
+//   - zfs mount FS, unless FS does not exist or its mountpoint property's
+//     source is "default" or "inherited from ...": it mounts only where
+//     its parent says, a place the admin chose, never at a local or
+//     received mountpoint.
 //
 // Every other argv is accepted without a read. A read that fails (the node
 // busy, the pool not imported) refuses too, with the error in the reason:
@@ -63,6 +75,63 @@ func CheckEffect(ctx context.Context, z *zfsexec.ZFS, argv []string) error {
 		return checkDestroySnapshot(ctx, z, name)
 	case "rename":
 		return checkRenameAside(ctx, z, args[0])
+	case "set":
+		if isPromoteKV(args[0]) {
+			return checkMarkedReplica(ctx, z, "zfs set "+args[0], args[1], false)
+		}
+	case "promote":
+		return checkMarkedReplica(ctx, z, "zfs promote", args[0], true)
+	case "mount":
+		return checkMountpoint(ctx, z, args[0])
+	}
+	return nil
+}
+
+// hasLocalMark reports whether p is a non-empty value set locally.
+func hasLocalMark(p zfsexec.Property) bool {
+	return p.Source == "local" && p.Value != "" && p.Value != "-"
+}
+
+// checkMarkedReplica admits what (zfs set readonly=off|canmount=on, zfs
+// promote) only on a filesystem with z8r.dev:replica-of set locally and,
+// when clone is set, an origin.
+func checkMarkedReplica(ctx context.Context, z *zfsexec.ZFS, what, fs string, clone bool) error {
+	rows, exists, err := readProps(ctx, z, fs, false, "type", "origin", replicaOfProp)
+	if err != nil {
+		return readFailed("the filesystem of "+what, fs, err)
+	}
+	if !exists {
+		return nil
+	}
+	p := propsOf(rows, fs)
+	switch {
+	case p["type"].Value != string(zfsexec.TypeFilesystem):
+		return refuse("%s on %q refused: not a filesystem (type %q)", what, fs, p["type"].Value)
+	case !hasLocalMark(p[replicaOfProp]):
+		return refuse("%s on %q refused: not a z8r replica (%s not set locally)", what, fs, replicaOfProp)
+	case clone && (p["origin"].Value == "" || p["origin"].Value == "-"):
+		return refuse("%s on %q refused: not a clone (no origin)", what, fs)
+	}
+	return nil
+}
+
+// checkMountpoint admits zfs mount FS only where FS's mountpoint is the
+// default or inherited from its parent.
+func checkMountpoint(ctx context.Context, z *zfsexec.ZFS, fs string) error {
+	rows, exists, err := readProps(ctx, z, fs, false, "type", "mountpoint")
+	if err != nil {
+		return readFailed("the filesystem to mount", fs, err)
+	}
+	if !exists {
+		return nil
+	}
+	p := propsOf(rows, fs)
+	mp := p["mountpoint"]
+	switch {
+	case p["type"].Value != string(zfsexec.TypeFilesystem):
+		return refuse("zfs mount of %q refused: not a filesystem (type %q)", fs, p["type"].Value)
+	case mp.Source != "default" && !strings.HasPrefix(mp.Source, "inherited from "):
+		return refuse("zfs mount of %q refused: its mountpoint %q is %s, not inherited or default", fs, mp.Value, mp.Source)
 	}
 	return nil
 }

@@ -212,3 +212,115 @@ func TestCheckEffect_PlatformRenameAside(t *testing.T) {
 		t.Fatalf("%s after the rename: exists %v, %v", aside, ok, err)
 	}
 }
+
+// TestCheckEffect_PlatformPromotion: on a real zfs-fuse node, through a
+// real agent, the promotion forms are admitted only on a z8r replica:
+// readonly=off and canmount=on only with z8r.dev:replica-of set locally
+// (not on a plain dataset, not when the mark is inherited), mount only at
+// an inherited mountpoint, promote only of a marked clone, and the rename
+// to the tail form only of a marked filesystem. A refused request changes
+// nothing.
+func TestCheckEffect_PlatformPromotion(t *testing.T) {
+	ctx := context.Background()
+	n := zfsnodes.Start(t, zfsnodes.Options{}, "effect-promote")[0]
+	z := n.ZFS()
+	c := effectAgent(t, n).ZFS()
+	noauto := func(props map[string]string) zfsexec.CreateOptions {
+		m := map[string]string{"canmount": "noauto", "readonly": "on"}
+		for k, v := range props {
+			m[k] = v
+		}
+		return zfsexec.CreateOptions{Props: m}
+	}
+	prop := func(t *testing.T, name, p string) zfsexec.Property {
+		t.Helper()
+		got, err := z.Get(ctx, name, p)
+		effMust(t, err)
+		return got[p]
+	}
+	refused := func(t *testing.T, what string, err error) {
+		t.Helper()
+		if !errors.Is(err, agent.ErrRefused) {
+			t.Fatalf("%s: %v, want ErrRefused", what, err)
+		}
+	}
+	effMust(t, z.CreateFilesystem(ctx, "tank/plain", noauto(nil)))
+	effMust(t, z.CreateFilesystem(ctx, "tank/marked", noauto(map[string]string{replicate.ReplicaOfProp: "n1:tank/src"})))
+	effMust(t, z.CreateFilesystem(ctx, "tank/marked/child", noauto(nil)))
+
+	t.Run("ReadonlyOff", func(t *testing.T) {
+		refused(t, "readonly=off on a plain dataset", c.Set(ctx, "tank/plain", map[string]string{"readonly": "off"}))
+		if p := prop(t, "tank/plain", "readonly"); p.Value != "on" {
+			t.Fatalf("tank/plain readonly after a refused set: %+v", p)
+		}
+		if p := prop(t, "tank/marked/child", replicate.ReplicaOfProp); !p.Inherited() {
+			t.Fatalf("child's mark is not inherited: %+v", p)
+		}
+		refused(t, "readonly=off with an inherited mark", c.Set(ctx, "tank/marked/child", map[string]string{"readonly": "off"}))
+		if p := prop(t, "tank/marked/child", "readonly"); p.Value != "on" {
+			t.Fatalf("tank/marked/child readonly after a refused set: %+v", p)
+		}
+		effMust(t, c.Set(ctx, "tank/marked", map[string]string{"readonly": "off"}))
+		if p := prop(t, "tank/marked", "readonly"); p.Value != "off" {
+			t.Fatalf("tank/marked readonly after readonly=off: %+v", p)
+		}
+	})
+	t.Run("CanmountOn", func(t *testing.T) {
+		refused(t, "canmount=on on a plain dataset", c.Set(ctx, "tank/plain", map[string]string{"canmount": "on"}))
+		if p := prop(t, "tank/plain", "canmount"); p.Value != "noauto" {
+			t.Fatalf("tank/plain canmount after a refused set: %+v", p)
+		}
+		effMust(t, c.Set(ctx, "tank/marked", map[string]string{"canmount": "on"}))
+		if p := prop(t, "tank/marked", "canmount"); p.Value != "on" {
+			t.Fatalf("tank/marked canmount: %+v", p)
+		}
+	})
+	t.Run("Mount", func(t *testing.T) {
+		elsewhere := filepath.Join(n.Dir, "mnt", "elsewhere")
+		effMust(t, z.CreateFilesystem(ctx, "tank/local-mp", noauto(map[string]string{"mountpoint": elsewhere})))
+		refused(t, "mount at a local mountpoint", c.Mount(ctx, "tank/local-mp"))
+		if p := prop(t, "tank/local-mp", "mounted"); p.Value != "no" {
+			t.Fatalf("tank/local-mp mounted after a refused mount: %+v", p)
+		}
+		effMust(t, z.CreateFilesystem(ctx, "tank/inherited-mp", noauto(nil)))
+		effMust(t, c.Mount(ctx, "tank/inherited-mp"))
+		if p := prop(t, "tank/inherited-mp", "mounted"); p.Value != "yes" {
+			t.Fatalf("tank/inherited-mp after mount: %+v", p)
+		}
+	})
+	t.Run("Promote", func(t *testing.T) {
+		effMust(t, z.CreateFilesystem(ctx, "tank/origin", noauto(nil)))
+		effMust(t, z.Snapshot(ctx, "tank/origin@s1", nil))
+		refused(t, "promote of a marked non-clone", c.Promote(ctx, "tank/marked"))
+		effMust(t, z.Clone(ctx, "tank/origin@s1", "tank/clone-plain", map[string]string{"readonly": "on", "canmount": "noauto"}))
+		refused(t, "promote of an unmarked clone", c.Promote(ctx, "tank/clone-plain"))
+		if p := prop(t, "tank/clone-plain", "origin"); p.Value != "tank/origin@s1" {
+			t.Fatalf("tank/clone-plain origin after a refused promote: %+v", p)
+		}
+		effMust(t, c.Clone(ctx, "tank/origin@s1", "tank/clone-marked", map[string]string{
+			"readonly": "on", "canmount": "noauto", replicate.ReplicaOfProp: "n1:tank/src"}))
+		effMust(t, c.Promote(ctx, "tank/clone-marked"))
+		if p := prop(t, "tank/clone-marked", "origin"); p.Value != "-" {
+			t.Fatalf("tank/clone-marked origin after promote: %+v", p)
+		}
+		if p := prop(t, "tank/origin", "origin"); p.Value != "tank/clone-marked@s1" {
+			t.Fatalf("tank/origin origin after promote: %+v", p)
+		}
+		effMust(t, c.Inherit(ctx, "tank/clone-marked", replicate.ReplicaOfProp))
+		if p := prop(t, "tank/clone-marked", replicate.ReplicaOfProp); p.Source == "local" {
+			t.Fatalf("mark after inherit: %+v", p)
+		}
+	})
+	t.Run("RenameTail", func(t *testing.T) {
+		tail := func(fs string) string { return fs + "-z8r-tail-20261130T150405Z" }
+		refused(t, "rename of a plain dataset to the tail form", c.Rename(ctx, "tank/plain", tail("tank/plain")))
+		if ok, err := z.Exists(ctx, "tank/plain"); err != nil || !ok {
+			t.Fatalf("tank/plain after a refused rename: exists %v, %v", ok, err)
+		}
+		effMust(t, z.CreateFilesystem(ctx, "tank/frozen", noauto(map[string]string{replicate.ReplicaOfProp: "n2:tank/new"})))
+		effMust(t, c.Rename(ctx, "tank/frozen", tail("tank/frozen")))
+		if ok, err := z.Exists(ctx, tail("tank/frozen")); err != nil || !ok {
+			t.Fatalf("%s after the rename: exists %v, %v", tail("tank/frozen"), ok, err)
+		}
+	})
+}

@@ -92,6 +92,23 @@ func snapRows(name, owner, ownerSrc, content, contentSrc string) string {
 	)
 }
 
+// markRows is a dataset's rows for the properties promotion is judged by.
+func markRows(name, typ, origin, markValue, markSource string) string {
+	return getRows(
+		[4]string{name, "type", typ, "-"},
+		[4]string{name, "origin", origin, "-"},
+		[4]string{name, replicate.ReplicaOfProp, markValue, markSource},
+	)
+}
+
+// mountRows is a dataset's rows for the properties zfs mount is judged by.
+func mountRows(name, typ, mountpoint, source string) string {
+	return getRows(
+		[4]string{name, "type", typ, "-"},
+		[4]string{name, "mountpoint", mountpoint, source},
+	)
+}
+
 var busy = &zfsexec.CommandError{Argv: []string{"zfs", "get"}, ExitCode: 1,
 	Stderr: "connect: No such file or directory\nPlease make sure that the zfs-fuse daemon is running.\n"}
 
@@ -100,6 +117,11 @@ func TestCheckEffect_Rules(t *testing.T) {
 	recvF := []string{"zfs", "recv", "-u", "-F", "-s", "-o", "readonly=on", effFS}
 	destroy := []string{"zfs", "destroy", "tank/a@s"}
 	rename := []string{"zfs", "rename", effFS, snapname.DivergedName(effFS, mustTime(t))}
+	renameTail := []string{"zfs", "rename", effFS, snapname.TailName(effFS, mustTime(t))}
+	roOff := []string{"zfs", "set", "readonly=off", effFS}
+	cmOn := []string{"zfs", "set", "canmount=on", effFS}
+	promote := []string{"zfs", "promote", effFS}
+	mount := []string{"zfs", "mount", effFS}
 	tests := []struct {
 		name    string
 		argv    []string
@@ -149,8 +171,45 @@ func TestCheckEffect_Rules(t *testing.T) {
 		{name: "rename mark received", argv: rename, out: map[string]string{effFS: getRows([4]string{effFS, replicate.ReplicaOfProp, effReplica, "received"})}, refused: "only z8r replicas", reads: 1},
 		{name: "rename read fails", argv: rename, err: busy, refused: "zfs-fuse daemon is running", reads: 1},
 
+		// zfs rename FS FS-z8r-tail-<t>: the same rule.
+		{name: "rename tail aside", argv: renameTail, out: map[string]string{effFS: getRows([4]string{effFS, replicate.ReplicaOfProp, effReplica, "local"})}, reads: 1},
+		{name: "rename tail unmarked", argv: renameTail, out: map[string]string{effFS: getRows([4]string{effFS, replicate.ReplicaOfProp, "-", "-"})}, refused: "only z8r replicas", reads: 1},
+
+		// zfs set readonly=off|canmount=on FS
+		{name: "readonly=off on a marked replica", argv: roOff, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", effReplica, "local")}, reads: 1},
+		{name: "canmount=on on a marked replica", argv: cmOn, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", effReplica, "local")}, reads: 1},
+		{name: "readonly=off missing", argv: roOff, reads: 1},
+		{name: "readonly=off on a plain dataset", argv: roOff, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", "-", "-")}, refused: "not a z8r replica", reads: 1},
+		{name: "readonly=off mark inherited", argv: roOff, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", effReplica, "inherited from tank")}, refused: "not a z8r replica", reads: 1},
+		{name: "readonly=off mark received", argv: roOff, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", effReplica, "received")}, refused: "not a z8r replica", reads: 1},
+		{name: "readonly=off mark empty", argv: roOff, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", "", "local")}, refused: "not a z8r replica", reads: 1},
+		{name: "canmount=on on a plain dataset", argv: cmOn, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", "-", "-")}, refused: "not a z8r replica", reads: 1},
+		{name: "readonly=off on a volume", argv: roOff, out: map[string]string{effFS: markRows(effFS, "volume", "-", effReplica, "local")}, refused: "not a filesystem", reads: 1},
+		{name: "readonly=off read fails", argv: roOff, err: busy, refused: "zfs-fuse daemon is running", reads: 1},
+
+		// zfs promote FS
+		{name: "promote a marked clone", argv: promote, out: map[string]string{effFS: markRows(effFS, "filesystem", "tank/r-z8r-tail-20261130T150405Z@s1", effReplica, "local")}, reads: 1},
+		{name: "promote missing", argv: promote, reads: 1},
+		{name: "promote a marked non-clone", argv: promote, out: map[string]string{effFS: markRows(effFS, "filesystem", "-", effReplica, "local")}, refused: "not a clone", reads: 1},
+		{name: "promote an unmarked clone", argv: promote, out: map[string]string{effFS: markRows(effFS, "filesystem", "tank/x@s1", "-", "-")}, refused: "not a z8r replica", reads: 1},
+		{name: "promote a clone, mark inherited", argv: promote, out: map[string]string{effFS: markRows(effFS, "filesystem", "tank/x@s1", effReplica, "inherited from tank")}, refused: "not a z8r replica", reads: 1},
+		{name: "promote read fails", argv: promote, err: busy, refused: "zfs-fuse daemon is running", reads: 1},
+
+		// zfs mount FS
+		{name: "mount inherited mountpoint", argv: mount, out: map[string]string{effFS: mountRows(effFS, "filesystem", "/tank/r", "inherited from tank")}, reads: 1},
+		{name: "mount default mountpoint", argv: mount, out: map[string]string{effFS: mountRows(effFS, "filesystem", "/tank/r", "default")}, reads: 1},
+		{name: "mount missing", argv: mount, reads: 1},
+		{name: "mount local mountpoint", argv: mount, out: map[string]string{effFS: mountRows(effFS, "filesystem", "/etc/cron.d", "local")}, refused: "not inherited or default", reads: 1},
+		{name: "mount received mountpoint", argv: mount, out: map[string]string{effFS: mountRows(effFS, "filesystem", "/root/.ssh", "received")}, refused: "not inherited or default", reads: 1},
+		{name: "mount temporary mountpoint", argv: mount, out: map[string]string{effFS: mountRows(effFS, "filesystem", "/x", "temporary")}, refused: "not inherited or default", reads: 1},
+		{name: "mount a volume", argv: mount, out: map[string]string{effFS: mountRows(effFS, "volume", "-", "-")}, refused: "not a filesystem", reads: 1},
+		{name: "mount read fails", argv: mount, err: busy, refused: "zfs-fuse daemon is running", reads: 1},
+
 		// Everything else is judged by Policy.Check alone.
 		{name: "set reads nothing", argv: []string{"zfs", "set", "readonly=on", effFS}, reads: 0},
+		{name: "set canmount=noauto reads nothing", argv: []string{"zfs", "set", "canmount=noauto", effFS}, reads: 0},
+		{name: "clone reads nothing", argv: []string{"zfs", "clone", "-o", "readonly=on", "tank/a@s", effFS}, reads: 0},
+		{name: "inherit reads nothing", argv: []string{"zfs", "inherit", replicate.ReplicaOfProp, effFS}, reads: 0},
 		{name: "snapshot reads nothing", argv: []string{"zfs", "snapshot", "-o", "z8r.dev:owner=z8r", "tank/a@s"}, reads: 0},
 		{name: "release reads nothing", argv: []string{"zfs", "release", "z8r-base-x", "tank/a@s"}, reads: 0},
 	}

@@ -228,7 +228,7 @@ instead (for GitOps or sealed-secrets) and creates nothing.`,
 	}
 	initKeys.Flags().BoolVar(&print, "print", false, "write the Secrets as YAML to stdout instead of creating them")
 
-	root.AddCommand(status, snapshots, nodes, approve, syncCmd, initKeys)
+	root.AddCommand(status, snapshots, nodes, approve, syncCmd, initKeys, r.promoteCommand(), r.restoreCommand())
 	cleanErrors(root)
 	return root
 }

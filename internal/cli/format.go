@@ -158,8 +158,40 @@ func WriteStatus(w io.Writer, reps []z8rv1.DatasetReplication, now time.Time, wi
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		if line := promotionLine(dr); line != "" {
+			fmt.Fprintf(w, "  %s\n", Clean(line))
+		}
 	}
 	return nil
+}
+
+// promotionLine describes dr's last promotion (docs/failover.md), or ""
+// when it never had one.
+func promotionLine(dr *z8rv1.DatasetReplication) string {
+	p := dr.Status.Promotion
+	if p == nil {
+		return ""
+	}
+	s := fmt.Sprintf("promotion %s -> %s: %s", Location(p.From.Node, p.From.Dataset), Location(p.To.Node, p.To.Dataset), p.Phase)
+	if p.Kind != "" {
+		s += " (" + p.Kind + ")"
+	}
+	if p.RecoveryPoint != "" {
+		s += ", recovery point " + p.RecoveryPoint
+		if p.RecoveryPointTime != nil {
+			s += " taken " + p.RecoveryPointTime.UTC().Format(time.RFC3339)
+		}
+	}
+	if p.Rejoin != "" && p.Rejoin != z8rv1.RejoinDone {
+		s += ", old source rejoin " + p.Rejoin
+	}
+	if p.TailAside != "" {
+		s += ", its tail kept in " + p.TailAside
+	}
+	if p.Message != "" {
+		s += ": " + oneLine(p.Message)
+	}
+	return s
 }
 
 // sourceSummary is the source line after name and location: overall state,

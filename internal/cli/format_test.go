@@ -315,3 +315,27 @@ func TestHelpers_Format(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteStatus_Promotion: a replication's last promotion is shown under
+// its targets, with the recovery point, the rejoin and the tail aside.
+func TestWriteStatus_Promotion(t *testing.T) {
+	reps := fixtureReplications()[:1]
+	reps[0].Status.Promotion = &z8rv1.PromotionStatus{
+		From: z8rv1.DatasetRef{Node: "node-b", Dataset: "tank/data"}, To: z8rv1.DatasetRef{Node: "node-a", Dataset: "tank/data"},
+		Kind: z8rv1.PromotionUnplanned, Phase: z8rv1.PromotionCompleted,
+		RecoveryPoint: "z8r-20260301T100000Z", RecoveryPointTime: &metav1.Time{Time: time.Date(2026, 3, 1, 10, 0, 2, 0, time.UTC)},
+		Rejoin: z8rv1.RejoinPending,
+	}
+	var b bytes.Buffer
+	if err := WriteStatus(&b, reps, now, false); err != nil {
+		t.Fatal(err)
+	}
+	want := "  promotion node-b:tank/data -> node-a:tank/data: Completed (Unplanned), recovery point z8r-20260301T100000Z taken 2026-03-01T10:00:02Z, old source rejoin Pending\n"
+	if got := b.String(); !strings.HasSuffix(got, want) {
+		t.Errorf("status:\n%s\nwant it to end with:\n%s", got, want)
+	}
+	r := NewStatusReport(reps, nil, "", now)
+	if p := r.DatasetReplications[0].Promotion; p == nil || p.RecoveryPoint != "z8r-20260301T100000Z" {
+		t.Errorf("report promotion %+v", p)
+	}
+}

@@ -78,6 +78,8 @@ type ReplicationReport struct {
 	// NotReady is the Ready condition's message while it is False.
 	NotReady string         `json:"notReady,omitempty"`
 	Targets  []TargetReport `json:"targets"`
+	// Promotion is the last (or running) promotion (status.promotion).
+	Promotion *z8rv1.PromotionStatus `json:"promotion,omitempty"`
 }
 
 // TargetReport is one target of a DatasetReplication (a TargetRow).
@@ -245,6 +247,7 @@ func NewStatusReport(reps []z8rv1.DatasetReplication, vs []VolumeSnapshotReplica
 		if dr.Spec.Suspend {
 			rr.State = "Suspended"
 		}
+		rr.Promotion = st.Promotion
 		if c := meta(st.Conditions, "Ready"); c != nil && c.Status == metav1.ConditionFalse {
 			rr.NotReady = c.Message
 		}

@@ -32,7 +32,7 @@ const (
 	msgDashComponent  = "no component of a dataset name may begin with '-'"
 	msgTargetIsSource = "a target cannot be the source itself: on the source's node, give the target another dataset"
 	msgTargetsUnique  = "targets must be unique by node and dataset (a target without a dataset uses the source's dataset name)"
-	msgSourceFixed    = "source is immutable: create another DatasetReplication for another dataset (deleting this one releases its holds)"
+	msgSourceFixed    = "source can change only to one of the targets (a promotion); to replicate another dataset, create another DatasetReplication"
 )
 
 var celMessages = []string{msgNodeName, msgAtHash, msgCharset, msgPoolLetter, msgReservedPool, msgEmptyComponent,
@@ -278,7 +278,7 @@ func TestCRDValidation_Apply(t *testing.T) {
 		}
 	})
 
-	t.Run("source immutable", func(t *testing.T) {
+	t.Run("source changes only to a target", func(t *testing.T) {
 		orig := src + "targets:\n- node: node-b\n"
 		if out, err := k.applyStdin(replicationYAML("imm", orig)); err != nil {
 			t.Fatalf("create: %v: %s", err, out)
@@ -288,19 +288,32 @@ func TestCRDValidation_Apply(t *testing.T) {
 		}{
 			{"another node", "source:\n  node: node-z\n  dataset: tank/data\n" + "targets:\n- node: node-b\n"},
 			{"another dataset", "source:\n  node: node-a\n  dataset: tank/other\n" + "targets:\n- node: node-b\n"},
+			{"a target's node with another dataset", "source:\n  node: node-b\n  dataset: tank/other\n" + "targets:\n- node: node-a\n"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				out, err := k.applyStdin(replicationYAML("imm", tc.spec))
 				if err == nil {
 					t.Fatalf("kubectl apply changed the source:\n%s", out)
 				}
-				for _, w := range []string{"spec.source: Invalid value", msgSourceFixed} {
+				for _, w := range []string{"spec: Invalid value", msgSourceFixed} {
 					if !strings.Contains(out, w) {
 						t.Errorf("kubectl apply output lacks %q:\n%s", w, out)
 					}
 				}
 			})
 		}
+		t.Run("a promotion: the source becomes a target's", func(t *testing.T) {
+			if out, err := k.applyStdin(replicationYAML("promo", orig)); err != nil {
+				t.Fatalf("create: %v: %s", err, out)
+			}
+			swapped := "source:\n  node: node-b\n  dataset: tank/data\ntargets:\n- node: node-a\n"
+			if out, err := k.applyStdin(replicationYAML("promo", swapped)); err != nil {
+				t.Fatalf("kubectl apply refused a promotion: %v: %s", err, out)
+			}
+			if got := k.run("get", "datasetreplication.z8r.dev/promo", "-o", "jsonpath={.spec.source.node}"); got != "node-b" {
+				t.Errorf("source after the promotion %q, want node-b", got)
+			}
+		})
 		t.Run("other fields stay editable", func(t *testing.T) {
 			edited := src + "schedule: 1h\nretention: last=5\ntargets:\n- node: node-b\n- node: node-c\n  dataset: backup/data\n"
 			if out, err := k.applyStdin(replicationYAML("imm", edited)); err != nil {

@@ -23,6 +23,11 @@
 //	z8r.dev/rollback-diverged   true|false        roll this node's targets back when they
 //	                                              diverged, destroying only z8r's snapshots
 //	                                              (default false)
+//	z8r.dev/allow-unplanned-failover true|false   when this node becomes the master of a
+//	                                              dataset another node mastered (the two
+//	                                              nodes' annotations swapped: a promotion),
+//	                                              go ahead even if the old master cannot be
+//	                                              reached (default false: wait for it)
 //
 // zfs.replication.takutakahashi.dev/master and .../replica mean what they
 // meant in the original: lists of datasets, received under the same name

@@ -27,6 +27,10 @@ const (
 	AnnTargetRetention  = "z8r.dev/target-retention"
 	AnnReplicateForeign = "z8r.dev/replicate-foreign"
 	AnnRollbackDiverged = "z8r.dev/rollback-diverged"
+	// AnnAllowUnplannedFailover on a master node lets a promotion of its
+	// datasets (the master and replica annotations swapped) go ahead when
+	// the old master cannot be reached (spec.allowUnplannedFailover).
+	AnnAllowUnplannedFailover = "z8r.dev/allow-unplanned-failover"
 
 	// AnnProblem is written by the controller, not by users: the node's
 	// current annotation problems (Problem.String, joined by "; "),
@@ -54,7 +58,9 @@ type Replication struct {
 	Schedule       string // canonical schedule.Schedule string
 	Retention      string // canonical retention.Policy string (source side)
 	IncludeForeign bool
-	Targets        []Target
+	// AllowUnplannedFailover: AnnAllowUnplannedFailover on the master.
+	AllowUnplannedFailover bool
+	Targets                []Target
 }
 
 // Target is one node receiving a Replication.
@@ -149,6 +155,7 @@ type nodeSpec struct {
 	retention       string
 	targetRetention string
 	includeForeign  bool
+	allowUnplanned  bool
 	rollback        bool
 }
 
@@ -208,7 +215,7 @@ func Parse(nodes []Node) ([]Replication, []Problem) {
 		for _, ds := range s.masters {
 			r := &Replication{
 				ID: ID(s.name, ds), SourceNode: s.name, SourceDataset: ds,
-				Schedule: s.schedule, Retention: s.retention, IncludeForeign: s.includeForeign,
+				Schedule: s.schedule, Retention: s.retention, IncludeForeign: s.includeForeign, AllowUnplannedFailover: s.allowUnplanned,
 			}
 			byDataset[ds] = r
 			repls = append(repls, r)
@@ -387,6 +394,7 @@ func parseNode(c *collector, n Node) *nodeSpec {
 	}
 	s.includeForeign = parseBool(ann, AnnReplicateForeign, reject)
 	s.rollback = parseBool(ann, AnnRollbackDiverged, reject)
+	s.allowUnplanned = parseBool(ann, AnnAllowUnplannedFailover, reject)
 	return s
 }
 

@@ -25,9 +25,14 @@
 //     inside a dataset is not a volume z8r can snapshot on its own.
 //
 // The node of a node affinity is the single value of a required
-// `kubernetes.io/hostname` (or zfs-localpv's `openebs.io/nodename`) In
-// term; z8r assumes node names equal their hostname label, as they do
-// unless the kubelet was started with --hostname-override.
+// `kubernetes.io/hostname` (or older zfs-localpv's `openebs.io/nodename`)
+// In term; z8r assumes node names equal their hostname label, as they do
+// unless the kubelet was started with --hostname-override. Current
+// zfs-localpv pins with `openebs.io/nodeid`, whose value is the Node's
+// label of that key (often a UUID), not its name: Resolve resolves it
+// through Options.NodeByID, which the caller builds from its Nodes
+// (NodeIDs; a value two Nodes carry resolves to neither). Without one, or
+// when no Node carries the value, such a PV is ErrIncomplete.
 //
 // Every other PV (another CSI driver, NFS, hostPath, ...) is
 // ErrUnknownShape. Errors are *Error, naming the PV, and match (errors.Is)

@@ -18,9 +18,46 @@ import (
 const (
 	DriverZFSLocalPV   = "zfs.csi.openebs.io"
 	AttrZFSLocalPVPool = "openebs.io/poolname"
-	// TopologyZFSLocalPV is the node affinity key zfs-localpv writes.
+	// TopologyZFSLocalPV is the node affinity key older zfs-localpv
+	// releases write; its value is the node's name.
 	TopologyZFSLocalPV = "openebs.io/nodename"
+	// TopologyZFSLocalPVNodeID is the key current zfs-localpv writes; its
+	// value is the Node's label of the same key (often a UUID), not its
+	// name: Options.NodeByID resolves it.
+	TopologyZFSLocalPVNodeID = "openebs.io/nodeid"
 )
+
+// NodeByID returns the name of the Node whose openebs.io/nodeid label is
+// id. The caller builds it from its Node list or cache (NodeIDs).
+type NodeByID func(id string) (node string, ok bool)
+
+// NodeIDs returns a NodeByID over nodes' openebs.io/nodeid labels. A
+// value two Nodes carry resolves to neither.
+func NodeIDs(nodes []corev1.Node) NodeByID {
+	byID := map[string]string{}
+	for _, n := range nodes {
+		id := n.Labels[TopologyZFSLocalPVNodeID]
+		if id == "" {
+			continue
+		}
+		if _, dup := byID[id]; dup {
+			byID[id] = ""
+			continue
+		}
+		byID[id] = n.Name
+	}
+	return func(id string) (string, bool) {
+		n := byID[id]
+		return n, n != ""
+	}
+}
+
+// Options are what Resolve needs besides the PV.
+type Options struct {
+	// NodeByID resolves an openebs.io/nodeid affinity; nil refuses one
+	// (ErrIncomplete).
+	NodeByID NodeByID
+}
 
 // Sentinels matched by *Error.
 var (
@@ -74,8 +111,15 @@ type Volume struct {
 // node's mountpoints (DatasetAtMountpoint).
 func (v Volume) NeedsMountpointLookup() bool { return v.Kind == KindLocal && v.Dataset == "" }
 
-// Resolve tells where pv's data lives (see the package documentation).
-func Resolve(pv *corev1.PersistentVolume) (Volume, error) {
+// Resolve tells where pv's data lives (see the package documentation). A
+// PV pinned with openebs.io/nodeid needs opts.NodeByID.
+func Resolve(pv *corev1.PersistentVolume, opts ...Options) (Volume, error) {
+	var o Options
+	for _, x := range opts {
+		if x.NodeByID != nil {
+			o.NodeByID = x.NodeByID
+		}
+	}
 	fail := func(sentinel error, format string, args ...any) (Volume, error) {
 		return Volume{}, &Error{PV: pv.Name, Reason: fmt.Sprintf(format, args...), Err: sentinel}
 	}
@@ -83,7 +127,7 @@ func Resolve(pv *corev1.PersistentVolume) (Volume, error) {
 	if pv.Spec.CSI != nil {
 		driver = pv.Spec.CSI.Driver
 	}
-	v, err := resolve(pv, driver, fail)
+	v, err := resolve(pv, driver, o, fail)
 	if err == nil && v.Node != "" {
 		if errs := validation.IsDNS1123Subdomain(v.Node); len(errs) > 0 {
 			return fail(ErrIncomplete, "node %q is not a valid node name", v.Node)
@@ -92,7 +136,7 @@ func Resolve(pv *corev1.PersistentVolume) (Volume, error) {
 	return v, err
 }
 
-func resolve(pv *corev1.PersistentVolume, driver string, fail func(sentinel error, format string, args ...any) (Volume, error)) (Volume, error) {
+func resolve(pv *corev1.PersistentVolume, driver string, o Options, fail func(sentinel error, format string, args ...any) (Volume, error)) (Volume, error) {
 	ds, hasDS := pv.Annotations[z8rv1.AnnotationDataset]
 	node, hasNode := pv.Annotations[z8rv1.AnnotationNode]
 	switch {
@@ -118,7 +162,7 @@ func resolve(pv *corev1.PersistentVolume, driver string, fail func(sentinel erro
 		}
 		node := pv.Spec.CSI.VolumeAttributes[z8rv1.VolumeAttributeNode]
 		if node == "" {
-			node, _ = AffinityNode(pv)
+			node, _ = o.affinityNode(pv)
 		}
 		if node == "" {
 			return fail(ErrIncomplete, "driver %s: no volume attribute %s and no node affinity", driver, z8rv1.VolumeAttributeNode)
@@ -133,18 +177,18 @@ func resolve(pv *corev1.PersistentVolume, driver string, fail func(sentinel erro
 		if err := zfsexec.ValidateDataset(ds); err != nil {
 			return fail(fmt.Errorf("%w: %w", ErrInvalidDataset, err), "driver %s: pool and volume handle", driver)
 		}
-		node, ok := AffinityNode(pv)
+		node, ok := o.affinityNode(pv)
 		if !ok {
-			return fail(ErrIncomplete, "driver %s: no single node in the node affinity", driver)
+			return fail(ErrIncomplete, "driver %s: no single node in the node affinity%s", driver, o.nodeIDHint(pv))
 		}
 		return Volume{Kind: KindZFSLocalPV, Driver: driver, Node: node, Dataset: ds}, nil
 	case pv.Spec.CSI != nil:
 		return fail(ErrUnknownShape, "CSI driver %s is not a ZFS driver z8r knows; annotate the PV with %s and %s",
 			driver, z8rv1.AnnotationDataset, z8rv1.AnnotationNode)
 	case pv.Spec.Local != nil:
-		node, ok := AffinityNode(pv)
+		node, ok := o.affinityNode(pv)
 		if !ok {
-			return fail(ErrIncomplete, "local volume without a single node in its node affinity")
+			return fail(ErrIncomplete, "local volume without a single node in its node affinity%s", o.nodeIDHint(pv))
 		}
 		p := pv.Spec.Local.Path
 		if !filepath.IsAbs(p) {
@@ -158,8 +202,13 @@ func resolve(pv *corev1.PersistentVolume, driver string, fail func(sentinel erro
 
 // AffinityNode returns the node a PV's required node affinity pins it to:
 // the single value of a kubernetes.io/hostname or openebs.io/nodename In
-// expression, the same in every term.
-func AffinityNode(pv *corev1.PersistentVolume) (string, bool) {
+// expression, the same in every term. It does not resolve
+// openebs.io/nodeid (Resolve with Options.NodeByID does).
+func AffinityNode(pv *corev1.PersistentVolume) (string, bool) { return Options{}.affinityNode(pv) }
+
+// affinityNode is AffinityNode, also taking an openebs.io/nodeid In
+// expression whose single value o.NodeByID resolves.
+func (o Options) affinityNode(pv *corev1.PersistentVolume) (string, bool) {
 	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
 		return "", false
 	}
@@ -167,9 +216,30 @@ func AffinityNode(pv *corev1.PersistentVolume) (string, bool) {
 	for _, term := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
 		found := ""
 		for _, e := range term.MatchExpressions {
-			if (e.Key == corev1.LabelHostname || e.Key == TopologyZFSLocalPV) && e.Operator == corev1.NodeSelectorOpIn && len(e.Values) == 1 {
-				found = e.Values[0]
+			if e.Operator != corev1.NodeSelectorOpIn || len(e.Values) != 1 {
+				continue
 			}
+			n := ""
+			switch e.Key {
+			case corev1.LabelHostname, TopologyZFSLocalPV:
+				n = e.Values[0]
+			case TopologyZFSLocalPVNodeID:
+				if o.NodeByID == nil {
+					continue
+				}
+				var ok bool
+				if n, ok = o.NodeByID(e.Values[0]); !ok {
+					return "", false
+				}
+			default:
+				continue
+			}
+			// Expressions of one term that name different nodes pin the
+			// PV nowhere z8r can tell.
+			if found != "" && found != n {
+				return "", false
+			}
+			found = n
 		}
 		if found == "" || (node != "" && found != node) {
 			return "", false
@@ -177,6 +247,21 @@ func AffinityNode(pv *corev1.PersistentVolume) (string, bool) {
 		node = found
 	}
 	return node, node != ""
+}
+
+// nodeIDHint explains an unresolved openebs.io/nodeid affinity.
+func (o Options) nodeIDHint(pv *corev1.PersistentVolume) string {
+	if pv.Spec.NodeAffinity == nil || pv.Spec.NodeAffinity.Required == nil {
+		return ""
+	}
+	for _, term := range pv.Spec.NodeAffinity.Required.NodeSelectorTerms {
+		for _, e := range term.MatchExpressions {
+			if e.Key == TopologyZFSLocalPVNodeID && len(e.Values) == 1 {
+				return fmt.Sprintf(" (no single Node carries the label %s=%q)", TopologyZFSLocalPVNodeID, e.Values[0])
+			}
+		}
+	}
+	return ""
 }
 
 // Mount is one filesystem and its mountpoint property on a node.

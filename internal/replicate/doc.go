@@ -22,8 +22,11 @@
 //     1. source: hold from (when a snapshot) and to with
 //     snapname.StepHoldTag(target) [failpoint replicate.after-step-hold];
 //     2. transfer [failpoint replicate.after-recv];
-//     3. target: after a full receive set readonly=on and
-//     ReplicaOfProp=<Target.Origin>; mark to owned by the policy (when it
+//     3. target: after a full receive set canmount=noauto, readonly=on
+//     and ReplicaOfProp=<Target.Origin> (the first two are also given to
+//     the receive, recv -o, where the node supports it: a replica is
+//     never mounted by a reboot or `zfs mount -a`); mark to owned by the
+//     policy (when it
 //     is the policy's on the source); hold to with
 //     snapname.ReplicaHoldTag(target) and release that tag from from;
 //     4. source: hold to with snapname.HoldTag(target) (and bookmark it
@@ -100,4 +103,42 @@
 //     unreachable agent never discards it. Listing errors (a source pool
 //     not imported) decide nothing. Elsewhere (zfs-fuse) the step
 //     restarts.
+//   - Promotion (promote.go; issue 16). The node-side operations the
+//     controller combines into a switchover, a failover or a failback.
+//     Each reads ZFS first and does only what is still needed, so a
+//     re-run after a crash anywhere finishes the job; none destroys,
+//     rolls back or force-receives anything.
+//     Freeze(fs, origin) makes an old source read-only (readonly=on) and
+//     then marks it ReplicaOfProp=origin (the new source); from then on
+//     nothing more is written to it.
+//     MakeWritable(fs) promotes a replica: it refuses a filesystem without
+//     ReplicaOfProp set locally that is not already writable
+//     (*NotReplicaError, errors.Is ErrNotReplica: a diverged or foreign
+//     dataset) and a replica without snapshots (ErrNothingToPromote),
+//     changing nothing; otherwise it aborts a partial resumable receive
+//     (recv -A), sets readonly=off and canmount=on, mounts, and clears
+//     the mark last (zfs inherit), since the agent allows readonly=off and
+//     canmount=on only on a marked dataset. It returns the RecoveryPoint:
+//     the newest snapshot (name, GUID, creation time) and the toname of
+//     the partial receive it discarded.
+//     CommonBase(old, new) is the newest snapshot of the old source whose
+//     GUID the new source has (snapshot or bookmark) and the old
+//     source's snapshots after it (its tail); none is
+//     plan.ErrNoCommonSnapshot.
+//     PreserveTail(fs, base, origin, at) keeps a frozen old source's tail
+//     when it has snapshots after the base or writes: fs@z8r-tail-<time>
+//     (snapname.TailSnapshotName, no ownership marks) captures the writes;
+//     fs is unmounted and renamed to snapname.TailName(fs, time); fs@base
+//     comes back as `zfs clone -o readonly=on -o canmount=noauto -o
+//     ReplicaOfProp=origin` of it, unmounted (zfs-fuse mounts a new clone
+//     whatever canmount says), then `zfs promote`d: fs holds the
+//     snapshots up to base with their holds, unmodified, and takes the new
+//     source's incremental without -F; the tail dataset, a clone of
+//     fs@base, holds the snapshots after base, the writes and the holds
+//     on them (HoldTags reports those; the caller releases the tags it
+//     knows). Every intermediate state is recognised from ZFS (which of
+//     fs and the tail dataset exist, their origin properties, the tail
+//     snapshot's name carrying the time), never from at, so a re-run
+//     with any at continues; a state it does not explain is ErrTailState,
+//     with nothing changed.
 package replicate

@@ -31,9 +31,9 @@ import (
 //     the base hold moved to that snapshot on the source; and, only when
 //     that step's receive committed (no newer source snapshot carries the
 //     step tag: the target's newest is the step's to, not its from), the
-//     replica mark and readonly=on (the latter only while the target is
-//     not mounted: a mounted, writable replica is a promoted one, not an
-//     unfinished receive);
+//     replica mark, and readonly=on with canmount=noauto (only while the
+//     target is not mounted: a mounted, writable replica is a promoted
+//     one, not an unfinished receive);
 //   - outside a step in flight, a missing ownership mark or replica hold
 //     on the newest snapshot is restored (readonly is left alone: a
 //     replica made writable after its step finished is the operator's
@@ -110,7 +110,7 @@ func (s *session) repair(ctx context.Context, res *Result) error {
 		repaired("replica-of")
 	}
 	if committed && fs["readonly"].Value != "on" && fs["mounted"].Value == "no" {
-		if err := s.tz.Set(ctx, ds, map[string]string{"readonly": "on"}); err != nil {
+		if err := s.tz.Set(ctx, ds, replicaProps()); err != nil {
 			return fmt.Errorf("replicate: repair: make target readonly: %w", err)
 		}
 		repaired("readonly")

@@ -29,6 +29,16 @@ type Endpoint interface {
 // overwritten by a forced full receive.
 const ReplicaOfProp = "z8r.dev:replica-of"
 
+// replicaProps returns the native properties every replica gets on its
+// first (full) receive: read-only, so that nothing (not even atime)
+// modifies it between incremental receives, and canmount=noauto, so that
+// a reboot or `zfs mount -a` does not mount it. They are given to the
+// receive (recv -o) where the node supports it, and set again right after
+// it everywhere. Promotion (MakeWritable) turns both back.
+func replicaProps() map[string]string {
+	return map[string]string{"readonly": "on", "canmount": "noauto"}
+}
+
 // userProps are the user properties read with every listing.
 var userProps = []string{snapname.OwnerProp, snapname.PolicyProp}
 

@@ -188,7 +188,7 @@ func (s *session) resume(ctx context.Context) (*StepResult, error) {
 		req.Recv.Incremental, req.Recv.BaseGUID = true, m.tok.FromGUID
 	} else {
 		if s.tgtCaps.RecvProps {
-			req.Recv.SetProps = map[string]string{"readonly": "on"}
+			req.Recv.SetProps = replicaProps()
 		}
 		// A full receive that execute forced into an existing pristine
 		// target resumes only with -F ("Resuming recv on existing

@@ -28,8 +28,8 @@ const (
 //  1. source: hold from (a snapshot) and to with the step tag;
 //  2. transfer (a full receive into an existing dataset only when that
 //     dataset is provably pristine; otherwise it is moved aside first);
-//  3. target: record the replica (first receive: ReplicaOfProp and
-//     readonly=on), mark to owned by
+//  3. target: record the replica (first receive: ReplicaOfProp,
+//     readonly=on and canmount=noauto), mark to owned by
 //     the policy (when it is the policy's on the source), hold it with the
 //     replica tag and release that tag from from;
 //  4. source: hold to with the base tag (and bookmark it), then release the
@@ -93,7 +93,7 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 				req.Recv.BaseName = step.From.Name
 			}
 		} else if s.tgtCaps.RecvProps {
-			req.Recv.SetProps = map[string]string{"readonly": "on"}
+			req.Recv.SetProps = replicaProps()
 		}
 		start := time.Now()
 		r, err := s.src.Transfer(ctx, req, func(pr agent.Progress) {
@@ -199,10 +199,12 @@ func (s *session) finishTarget(ctx context.Context, from string, to plan.Snapsho
 	tz, ds := s.tz, s.t.Dataset
 	if full {
 		// First, before the hold and the ownership mark that tell the
-		// repair pass the step finished. readonly=on again where the
-		// receive set it (-o): a resumed receive may not have, and a local
-		// value is what Pristine reads.
-		props := map[string]string{ReplicaOfProp: s.t.origin(s.srcDataset), "readonly": "on"}
+		// repair pass the step finished. readonly=on and canmount=noauto
+		// again where the receive set them (-o): a resumed receive may not
+		// have, zfs-fuse cannot (no recv -o), and a local value is what
+		// Pristine reads.
+		props := replicaProps()
+		props[ReplicaOfProp] = s.t.origin(s.srcDataset)
 		if err := tz.Set(ctx, ds, props); err != nil {
 			return fmt.Errorf("replicate: mark target a readonly replica: %w", err)
 		}

@@ -29,6 +29,14 @@
 //   - DivergedName(dataset, t) is where a diverged target is moved aside
 //     (renamed) instead of being rolled back or overwritten:
 //     <dataset>-z8r-diverged-<UTC time>.
+//   - TailName(dataset, t) is where a former source's unreplicated tail
+//     (snapshots after the common base with the new source, and writes)
+//     is preserved when a promotion reverses a replication:
+//     <dataset>-z8r-tail-<UTC time>, beside the dataset (ParseTailName,
+//     IsTailName). TailSnapshotName(t), z8r-tail-<same UTC time>, is the
+//     snapshot that captures the writes since the newest snapshot right
+//     before the move; it carries no ownership marks, so retention never
+//     prunes it.
 //   - BookmarkName(target, snap) is <hold tag>:<snap>, the bookmark that
 //     protects the same base where the node supports bookmarks. The first
 //     ':' separates the target's tag from the snapshot name

@@ -232,6 +232,68 @@ func ParseDivergedName(name string) (dataset string, t time.Time, ok bool) {
 	return name[:i], t.UTC(), true
 }
 
+// TailInfix joins a dataset's name and a time in the name the
+// unreplicated tail of a former source is preserved under (TailName).
+const TailInfix = "-z8r-tail-"
+
+// TailSnapshotPrefix begins the short name of the snapshot that captures
+// a former source's writes since its newest snapshot before the tail is
+// moved aside (TailSnapshotName).
+const TailSnapshotPrefix = "z8r-tail-"
+
+// TailName returns the name a former source's dataset is renamed to, in
+// the same parent, when a promotion left it with history the new source
+// lacks (snapshots after the common base, or writes):
+// <dataset>-z8r-tail-<UTC time>, e.g.
+// tank/data-z8r-tail-20261130T150405Z. It keeps every snapshot and write
+// after the common base; nothing in it is destroyed.
+func TailName(dataset string, t time.Time) string {
+	return dataset + TailInfix + t.UTC().Format(TimeLayout)
+}
+
+// ParseTailName reports whether name was made by TailName, and for which
+// dataset and time.
+func ParseTailName(name string) (dataset string, t time.Time, ok bool) {
+	i := strings.LastIndex(name, TailInfix)
+	if i <= 0 || strings.ContainsAny(name, "@#") {
+		return "", time.Time{}, false
+	}
+	t, err := time.Parse(TimeLayout, name[i+len(TailInfix):])
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return name[:i], t.UTC(), true
+}
+
+// IsTailName reports whether name is TailName(dataset, t) for some time t.
+func IsTailName(dataset, name string) bool {
+	ds, _, ok := ParseTailName(name)
+	return ok && ds == dataset
+}
+
+// TailSnapshotName returns the short name (after '@') of the snapshot
+// taken of a former source right before its tail is moved aside:
+// z8r-tail-<UTC time>, the same time as the TailName it goes with. It
+// carries no ownership marks: it records the tail, and z8r's retention
+// never prunes it.
+func TailSnapshotName(t time.Time) string {
+	return TailSnapshotPrefix + t.UTC().Format(TimeLayout)
+}
+
+// ParseTailSnapshotName reports whether short was made by
+// TailSnapshotName, and for which time.
+func ParseTailSnapshotName(short string) (t time.Time, ok bool) {
+	rest, found := strings.CutPrefix(short, TailSnapshotPrefix)
+	if !found {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(TimeLayout, rest)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t.UTC(), true
+}
+
 // BookmarkName returns the short bookmark name (after '#') that protects
 // snapShort as targetID's incremental base: HoldTag(targetID)+":"+snapShort.
 func BookmarkName(targetID, snapShort string) string {

@@ -73,11 +73,13 @@
 // # Replication status
 //
 // Status (annotation z8r.dev/replication-status, JSON) has one
-// TargetState per target: Pending, Replicated (with the GUID and the
-// replica's content), Failed or Diverged (retried with the controller's
-// backoff), Skipped (the target already had a newer snapshot: ZFS cannot
-// receive an older one after it), or Refused (another replication writes
-// that dataset).
+// TargetState per target, in the target-state vocabulary DatasetReplications
+// use (api/v1alpha1, targetstate.go): Pending, Synced (with the GUID and
+// the replica's content; "Replicated", written by earlier versions, reads
+// as Synced), Failed or Diverged (retried with the controller's backoff),
+// Skipped (the target already had a newer snapshot: ZFS cannot receive an
+// older one after it), or Refused (another replication writes that
+// dataset).
 //
 // # Scheduled VolumeSnapshots
 //
@@ -89,7 +91,7 @@
 // retention policy to the ones z8r took (found by label, never others):
 // only ready ones count (a snapshot that is not ready neither fills a slot
 // nor is pruned), one whose replication is still in progress
-// (ReplicationPending: a requested target not Replicated or Skipped, or
+// (ReplicationPending: a requested target not Synced or Skipped, or
 // not started yet) is kept, and the newest is never pruned.
 //
 // # Replica marks

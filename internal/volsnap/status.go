@@ -4,25 +4,31 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 )
 
-// Replication states of one target of a content.
+// Replication states of one target of a content: the target states of
+// api/v1alpha1 (targetstate.go), one vocabulary with DatasetReplications.
 const (
 	// StatePending: not tried yet.
-	StatePending = "Pending"
-	// StateReplicated: the target has the snapshot (GUID recorded).
-	StateReplicated = "Replicated"
+	StatePending = z8rv1.TargetPending
+	// StateSynced: the target has the snapshot (GUID recorded).
+	StateSynced = z8rv1.TargetSynced
 	// StateFailed: the last attempt failed; retried with backoff.
-	StateFailed = "Failed"
+	StateFailed = z8rv1.TargetFailed
 	// StateDiverged: the target has history the source lacks; retried with
 	// backoff (an administrator must repair the target).
-	StateDiverged = "Diverged"
+	StateDiverged = z8rv1.TargetDiverged
 	// StateSkipped: the target already has a newer snapshot, so this older
 	// one can never be received there. Final.
-	StateSkipped = "Skipped"
+	StateSkipped = z8rv1.TargetSkipped
 	// StateRefused: another replication claimed the target (or the source
 	// volume) first (one writer per dataset); looked at again later.
-	StateRefused = "Refused"
+	StateRefused = z8rv1.TargetRefused
+	// StateReplicated is what earlier versions wrote for StateSynced. It is
+	// still read as StateSynced (TargetState.Synced) and never written.
+	StateReplicated = "Replicated"
 )
 
 // TargetState is the replication state of one content at one target.
@@ -43,8 +49,12 @@ type TargetState struct {
 // Target returns where the state applies.
 func (s TargetState) Target() Target { return Target{Node: s.Node, Dataset: s.Dataset} }
 
+// Synced reports that the target has the snapshot (StateSynced, or an
+// earlier version's StateReplicated).
+func (s TargetState) Synced() bool { return s.State == StateSynced || s.State == StateReplicated }
+
 // Done reports a state that needs no more transfers.
-func (s TargetState) Done() bool { return s.State == StateReplicated || s.State == StateSkipped }
+func (s TargetState) Done() bool { return s.Synced() || s.State == StateSkipped }
 
 // Status is the replication state of a content, one entry per target, as
 // kept in the z8r.dev/replication-status annotation (JSON).

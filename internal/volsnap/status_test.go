@@ -6,8 +6,8 @@ func TestStatus_RoundTripAndSet(t *testing.T) {
 	var s Status
 	s = s.Set(TargetState{Node: "n3", Dataset: "backup/a", State: StateFailed, Error: "x\ty", Attempts: 2})
 	s = s.Set(TargetState{Node: "n2", Dataset: "tank/a", State: StatePending})
-	s = s.Set(TargetState{Node: "n2", Dataset: "tank/a", State: StateReplicated, GUID: "123"})
-	if len(s) != 2 || s[0].Node != "n2" || s[0].State != StateReplicated {
+	s = s.Set(TargetState{Node: "n2", Dataset: "tank/a", State: StateSynced, GUID: "123"})
+	if len(s) != 2 || s[0].Node != "n2" || s[0].State != StateSynced {
 		t.Fatalf("got %+v", s)
 	}
 	back, err := ParseStatus(s.String())
@@ -25,5 +25,31 @@ func TestStatus_RoundTripAndSet(t *testing.T) {
 	}
 	if _, err := ParseStatus("{"); err == nil {
 		t.Error("garbage: want an error")
+	}
+}
+
+// TestTargetState_Synced: a target has the snapshot in the state written
+// now (Synced) and in the one earlier versions wrote (Replicated); both
+// are done, as Skipped is; the others are not.
+func TestTargetState_Synced(t *testing.T) {
+	tests := []struct {
+		state        string
+		synced, done bool
+	}{
+		{StateSynced, true, true},
+		{StateReplicated, true, true},
+		{StateSkipped, false, true},
+		{StatePending, false, false},
+		{StateFailed, false, false},
+		{StateDiverged, false, false},
+		{StateRefused, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.state, func(t *testing.T) {
+			ts := TargetState{Node: "n2", Dataset: "tank/a", State: tt.state}
+			if ts.Synced() != tt.synced || ts.Done() != tt.done {
+				t.Errorf("Synced %v Done %v, want %v %v", ts.Synced(), ts.Done(), tt.synced, tt.done)
+			}
+		})
 	}
 }

@@ -72,6 +72,14 @@ func TestAgentForms_AllModelled(t *testing.T) {
 				{"zfs", "recv", "-u", "-F", "tank/r2"},
 				{"zfs", "recv", "-A", "tank/r"},
 				{"zfs", "set", "readonly=on", "tank/d"},
+				{"zfs", "clone", "-o", "readonly=on", "-o", "canmount=noauto", "-o", "z8r.dev:replica-of=n2:tank/x", "tank/d@s2", "tank/c"},
+				{"zfs", "promote", "tank/c"},
+				{"zfs", "set", "readonly=off", "tank/c"},
+				{"zfs", "set", "canmount=on", "tank/c"},
+				{"zfs", "mount", "tank/c"},
+				{"zfs", "inherit", "z8r.dev:replica-of", "tank/c"},
+				{"zfs", "umount", "tank/c"},
+				{"zfs", "rename", "tank/c", "tank/c-z8r-tail-20261130T150405Z"},
 			} {
 				if err := policy.Check(argv); err != nil {
 					t.Errorf("table has a form the agent refuses: %q: %v", argv, err)

@@ -17,10 +17,12 @@
 //     failing `zfs holds`).
 //   - Every argv it does not model returns a *NotModelledError naming the
 //     argv (errors.Is ErrNotModelled); nothing unknown silently succeeds.
-//     Modelled: the forms the node agent accepts (internal/agent/allow.go),
-//     plus `zfs rollback [-r]`, `zfs mount`, `zfs clone [-p] [-o]`,
-//     `zfs send -p` and `-I`, `zfs create -V`, `dd of=PATH` and `cat PATH`
-//     (files of mounted filesystems, as the suite reads and writes them).
+//     Modelled: the forms the node agent accepts (internal/agent/allow.go,
+//     among them `zfs clone [-o]`, `zfs promote`, `zfs mount`, `zfs
+//     inherit` of user properties and readonly), plus `zfs rollback [-r]`,
+//     `zfs clone -p` into an existing parent, `zfs send -p` and `-I`, `zfs
+//     create -V`, `dd of=PATH` and `cat PATH` (files of mounted
+//     filesystems, as the suite reads and writes them).
 //   - A failing command returns a *zfsexec.CommandError whose stderr is
 //     the wording the imitated ZFS prints for that condition (see
 //     zfsexec/testdata), so zfsexec's typed errors come out the same.
@@ -28,8 +30,15 @@
 //     snapshots with random GUIDs and createtxg order, creation times
 //     kept across a transfer; bookmarks; user properties with source
 //     local, received (`send -p`) or inherited (also by snapshots), and
-//     readonly/canmount; holds and deferred destroy; clones blocking their
-//     origin's destroy; rename (zfs-fuse: unmounted only); mounted state;
+//     readonly/canmount; holds and deferred destroy; clones (origin
+//     property; mounted at once unless canmount=off on zfs-fuse, unless
+//     noauto or off on OpenZFS) blocking their origin's destroy
+//     (ErrHasClones); promote (the clone takes the origin snapshot and the
+//     older ones with GUIDs, holds and properties, and the origin
+//     filesystem's own origin; the former origin becomes its clone; a
+//     snapshot name on both sides refuses it); inherit (local and received
+//     value cleared); rename (zfs-fuse: unmounted only; clones' origins
+//     follow, the snapshots being the same objects); mounted state;
 //     a written-since-last-snapshot count (Node.Write simulates an
 //     application's write) that makes an incremental receive without -F
 //     fail as modified.

@@ -110,7 +110,9 @@ func TestRun_NotModelled(t *testing.T) {
 		{"zfs", "destroy", "-r", "tank@s"},
 		{"zfs", "send", "-R", "tank@s"},
 		{"zfs", "list"},
-		{"zfs", "inherit", "z8r.dev:x", "tank"},
+		{"zfs", "inherit", "-r", "z8r.dev:x", "tank"},
+		{"zfs", "inherit", "mountpoint", "tank"},
+		{"zfs", "promote", "-f", "tank"},
 		{"zfs", "set", "mountpoint=/x", "tank"},
 		{"zfs", "rename", "tank/a@s", "tank/a@t"},
 		{"zpool", "status"},
@@ -237,5 +239,71 @@ func TestCutNth_InterruptedTransferResumes(t *testing.T) {
 	must(t, err)
 	if ok, _ := dst.ZFS().Exists(ctx, "tank/r@s"); !ok {
 		t.Error("resumed transfer did not land")
+	}
+}
+
+// TestClone_MountsAsEachFlavour: a clone made with canmount=noauto stays
+// unmounted on OpenZFS and is mounted on zfs-fuse, as each really does
+// (zfsexec/testdata/zfs-fuse-0.7/README.md); canmount=off is never mounted.
+func TestClone_MountsAsEachFlavour(t *testing.T) {
+	cases := []struct {
+		impl     zfsexec.Implementation
+		canmount string
+		want     string
+	}{
+		{zfsexec.ImplOpenZFS, "noauto", "no"},
+		{zfsexec.ImplOpenZFS, "on", "yes"},
+		{zfsexec.ImplOpenZFS, "off", "no"},
+		{zfsexec.ImplZFSFuse, "noauto", "yes"},
+		{zfsexec.ImplZFSFuse, "off", "no"},
+	}
+	for _, c := range cases {
+		t.Run(string(c.impl)+"_"+c.canmount, func(t *testing.T) {
+			ctx := context.Background()
+			z := fakezfs.New("n", fakezfs.Options{Implementation: c.impl}).ZFS()
+			must(t, z.CreateFilesystem(ctx, "tank/d", zfsexec.CreateOptions{}))
+			must(t, z.Snapshot(ctx, "tank/d@s", nil))
+			must(t, z.Clone(ctx, "tank/d@s", "tank/c", map[string]string{"canmount": c.canmount}))
+			p, err := z.Get(ctx, "tank/c", "mounted")
+			must(t, err)
+			if p["mounted"].Value != c.want {
+				t.Errorf("mounted = %q, want %q", p["mounted"].Value, c.want)
+			}
+		})
+	}
+}
+
+// TestPromote_CloneOfAClone: promoting a clone whose origin filesystem is
+// itself a clone takes over that filesystem's origin too, as ZFS does, and
+// a snapshot name both would hold is refused, with zfs-fuse's and
+// OpenZFS's wording, and nothing changed (checked on zfs-fuse by hand).
+func TestPromote_CloneOfAClone(t *testing.T) {
+	ctx := context.Background()
+	z := fakezfs.New("n", fakezfs.Options{}).ZFS()
+	must(t, z.CreateFilesystem(ctx, "tank/a", zfsexec.CreateOptions{}))
+	must(t, z.Snapshot(ctx, "tank/a@s1", nil))
+	must(t, z.Clone(ctx, "tank/a@s1", "tank/b", nil))
+	must(t, z.Snapshot(ctx, "tank/b@s2", nil))
+	must(t, z.Clone(ctx, "tank/b@s2", "tank/c", nil))
+	must(t, z.Promote(ctx, "tank/c"))
+	for fs, want := range map[string]string{"tank/a": "-", "tank/b": "tank/c@s2", "tank/c": "tank/a@s1"} {
+		p, err := z.Get(ctx, fs, "origin")
+		must(t, err)
+		if p["origin"].Value != want {
+			t.Errorf("%s origin = %q, want %q", fs, p["origin"].Value, want)
+		}
+	}
+	if err := z.Destroy(ctx, "tank/a@s1", zfsexec.DestroyOptions{}); !errors.Is(err, zfsexec.ErrHasClones) {
+		t.Errorf("destroy tank/a@s1 = %v, want ErrHasClones (tank/c hangs off it)", err)
+	}
+
+	must(t, z.Snapshot(ctx, "tank/a@x", nil))
+	must(t, z.Clone(ctx, "tank/a@x", "tank/d", nil))
+	must(t, z.Snapshot(ctx, "tank/d@s1", nil)) // the name tank/a@s1 has
+	if err := z.Promote(ctx, "tank/d"); err == nil || !strings.Contains(err.Error(), "cannot promote 'tank/d': conflicting snapshot 's1' from parent 'tank/a@x'") {
+		t.Fatalf("promote with a conflicting snapshot name = %v", err)
+	}
+	if p, _ := z.Get(ctx, "tank/d", "origin"); p["origin"].Value != "tank/a@x" {
+		t.Errorf("tank/d origin after a refused promote = %q", p["origin"].Value)
 	}
 }

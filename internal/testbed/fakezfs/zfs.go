@@ -67,6 +67,10 @@ func (n *Node) runZFS(ctx context.Context, argv []string, c zfsexec.Command) err
 		return n.rollback(argv)
 	case "clone":
 		return n.clone(argv)
+	case "promote":
+		return n.promote(argv)
+	case "inherit":
+		return n.inherit(argv)
 	}
 	return &NotModelledError{Argv: argv}
 }
@@ -580,7 +584,110 @@ func (n *Node) clone(argv []string) error {
 		}
 	}
 	n.ds[target] = d
-	d.mounted = d.typ == zfsexec.TypeFilesystem && d.local["canmount"] == ""
+	// OpenZFS mounts a new clone unless canmount says not to; zfs-fuse
+	// mounts it even with canmount=noauto (testdata/zfs-fuse-0.7/README.md).
+	cm := d.local["canmount"]
+	d.mounted = d.typ == zfsexec.TypeFilesystem && cm != "off" && (cm != "noauto" || !n.openZFS())
 	s.clones = append(s.clones, d)
+	return nil
+}
+
+// promote models `zfs promote CLONE`: the clone takes over its origin
+// snapshot and every older snapshot of the origin's filesystem (with
+// their GUIDs, holds and properties), and takes over that filesystem's
+// own origin; the former origin filesystem becomes a clone of the
+// promoted one's (moved) origin snapshot. Files stay where they are.
+func (n *Node) promote(argv []string) error {
+	if len(argv) != 3 || strings.HasPrefix(argv[2], "-") {
+		return &NotModelledError{Argv: argv}
+	}
+	name := argv[2]
+	if strings.ContainsAny(name, "@#") {
+		if _, ok := n.lookup(name); !ok {
+			return notExist(argv, name)
+		}
+		return cmdErr(argv, 1, "cannot open '%s': operation not applicable to datasets of this type", name)
+	}
+	c := n.ds[name]
+	switch {
+	case c == nil:
+		return notExist(argv, name)
+	case c.origin == nil:
+		return cmdErr(argv, 1, "cannot promote '%s': not a cloned filesystem", name)
+	}
+	o := c.origin
+	f := o.fs
+	var moved, kept []*snapshot
+	for _, x := range f.snaps {
+		if x.createtxg <= o.createtxg {
+			moved = append(moved, x)
+		} else {
+			kept = append(kept, x)
+		}
+	}
+	for _, x := range moved {
+		for _, y := range c.snaps {
+			if x.name == y.name {
+				return cmdErr(argv, 1, "cannot promote '%s': conflicting snapshot '%s' from parent '%s'", name, x.name, o.fullName())
+			}
+		}
+	}
+	for _, x := range moved {
+		x.fs = c
+	}
+	c.snaps = append(moved, c.snaps...)
+	f.snaps = kept
+	// The origin chain: c takes f's origin, f hangs off o (now c's).
+	if f.origin != nil {
+		f.origin.clones = replaceDataset(f.origin.clones, f, c)
+	}
+	c.origin, f.origin = f.origin, o
+	o.clones = replaceDataset(o.clones, c, f)
+	return nil
+}
+
+// replaceDataset returns list with old replaced by new.
+func replaceDataset(list []*dataset, old, new *dataset) []*dataset {
+	out := make([]*dataset, 0, len(list))
+	for _, d := range list {
+		if d == old {
+			d = new
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// inherit models `zfs inherit PROP NAME` (no -r, no -S): the local value
+// goes, and the received one is hidden too, as OpenZFS does without -S;
+// the property is then inherited from a parent, or default.
+func (n *Node) inherit(argv []string) error {
+	if len(argv) != 4 || strings.HasPrefix(argv[2], "-") || strings.HasPrefix(argv[3], "-") {
+		return &NotModelledError{Argv: argv}
+	}
+	prop, name := argv[2], argv[3]
+	if !n.knownProp(prop) {
+		return cmdErr(argv, 2, "invalid property '%s'", prop)
+	}
+	o, ok := n.lookup(name)
+	if !ok {
+		return notExist(argv, name)
+	}
+	switch {
+	case prop == "canmount":
+		return cmdErr(argv, 1, "'canmount' property cannot be inherited")
+	case !strings.Contains(prop, ":") && prop != "readonly":
+		return &NotModelledError{Argv: argv}
+	}
+	switch {
+	case o.snap != nil && strings.Contains(prop, ":"):
+		delete(o.snap.local, prop)
+		delete(o.snap.received, prop)
+	case o.ds != nil:
+		delete(o.ds.local, prop)
+		delete(o.ds.received, prop)
+	default:
+		return cmdErr(argv, 1, "'%s' property cannot be inherited", prop)
+	}
 	return nil
 }

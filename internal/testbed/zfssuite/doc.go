@@ -18,7 +18,16 @@
 // sources (LocalProps versus inherited and received values); clones
 // blocking their origin's destroy (ErrHasClones); `recv -F` (incremental
 // into a modified target, full into a filesystem without snapshots);
-// resumable receive, `send -t` and `recv -A`; `recv -o`.
+// resumable receive, `send -t` and `recv -A`; `recv -o`. For promotion and
+// restore (suite_promote.go): a clone has its snapshot's data and origin;
+// promote moves the origin snapshot and the older ones (names, GUIDs,
+// holds, local properties) and flips origins, and a rename of the promoted
+// filesystem carries the clone's origin along; preserving a returning old
+// source's tail (freeze, tail snapshot, rename to FS-z8r-tail-T, clone
+// the base back to FS, promote FS) leaves FS with the snapshots up to the
+// base and its data, the tail dataset a clone with the later snapshots and
+// writes, and FS taking an incremental from the new source without -F;
+// readonly=off, canmount=on, mount and inherit.
 //
 // Where implementations differ, a subtest branches on the node's
 // zfsexec.Capabilities (for example Bookmarks, ResumableRecv, RecvProps,

@@ -48,6 +48,10 @@ func Run(t *testing.T, pair Pair) {
 		{"IntermediateSnapshots", testIntermediates},
 		{"ReadingWritableTargetModifiesIt", testReadingWritableTarget},
 		{"ReceivePropertyOverrides", testRecvProps},
+		{"CloneHasSnapshotDataAndOrigin", testClone},
+		{"PromoteMovesOlderSnapshots", testPromote},
+		{"PreserveTailThenIncrementalReceive", testPreserveTail},
+		{"ReadonlyOffMountInherit", testWritableAndMount},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
