@@ -19,13 +19,13 @@ import (
 
 // Errors from AgentPool.Get that callers report on objects.
 var (
-	ErrNodeUnknown    = errors.New("node has no ZFSNode (no z8r agent runs there)")
+	ErrNodeUnknown    = errors.New("node has no Z8RNode (no z8r agent runs there)")
 	ErrNodeNotReady   = errors.New("node agent is not ready")
 	ErrHostKeyUnknown = errors.New("node agent host key is not pinned yet")
 )
 
 // AgentPool keeps one connection per node agent, verified against the
-// host key pinned in the node's ZFSNode spec.
+// host key pinned in the node's Z8RNode spec.
 type AgentPool struct {
 	Client client.Client
 	Signer ssh.Signer
@@ -76,7 +76,7 @@ type pooled struct {
 
 // Get returns a connected agent for node.
 func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
-	var zn z8rv1.ZFSNode
+	var zn z8rv1.Z8RNode
 	if err := p.Client.Get(ctx, client.ObjectKey{Name: node}, &zn); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("%s: %w", node, ErrNodeUnknown)

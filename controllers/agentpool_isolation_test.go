@@ -72,12 +72,12 @@ func newKey(t *testing.T) ssh.Signer {
 	return s
 }
 
-func readyNode(name, addr string, hostKey ssh.PublicKey) *z8rv1.ZFSNode {
+func readyNode(name, addr string, hostKey ssh.PublicKey) *z8rv1.Z8RNode {
 	k := agent.MarshalPublicKey(hostKey)
-	return &z8rv1.ZFSNode{
+	return &z8rv1.Z8RNode{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       z8rv1.ZFSNodeSpec{PinnedHostKey: k},
-		Status:     z8rv1.ZFSNodeStatus{Ready: true, Address: addr, HostKey: k},
+		Spec:       z8rv1.Z8RNodeSpec{PinnedHostKey: k},
+		Status:     z8rv1.Z8RNodeStatus{Ready: true, Address: addr, HostKey: k},
 	}
 }
 

@@ -23,8 +23,8 @@ import (
 )
 
 // tableAgentPool drives AgentPool, the NodeAccess of production, against
-// the ZFSNodes on the API server and a real in-process agent serving a
-// fake node: which ZFSNode states it refuses and with what error, that it
+// the Z8RNodes on the API server and a real in-process agent serving a
+// fake node: which Z8RNode states it refuses and with what error, that it
 // dials only a pinned key at the published address, keeps one connection
 // per node, fails fast after a failed dial, and drops a connection only
 // when an error names it.
@@ -64,13 +64,13 @@ func tableAgentPool(t *testing.T, te *tableEnv) {
 	const retryAfter = 300 * time.Millisecond
 	tests := []struct {
 		name    string
-		node    *z8rv1.ZFSNode // nil: no ZFSNode
+		node    *z8rv1.Z8RNode // nil: no Z8RNode
 		wantErr error          // nil: a working node
 		wantAs  any            // a pointer to an error type errors.As must find
 		// then checks the pool afterwards.
 		then func(t *testing.T, p *AgentPool, n *Node)
 	}{
-		{name: "no ZFSNode: no agent runs there", wantErr: ErrNodeUnknown},
+		{name: "no Z8RNode: no agent runs there", wantErr: ErrNodeUnknown},
 		{name: "a host key not pinned yet", wantErr: ErrHostKeyUnknown,
 			node: zfsNode("", pinned, true, l.Addr().String())},
 		{name: "the agent presents another key than the pinned one", wantAs: new(*hostkeys.ChangedError),
@@ -97,7 +97,7 @@ func tableAgentPool(t *testing.T, te *tableEnv) {
 					t.Fatalf("the agent's node: tank/pool exists %v (%v)", ok, err)
 				}
 				if n.Address != l.Addr().String() || n.HostKey != pinned {
-					t.Errorf("node address %q key %q, want the ZFSNode's", n.Address, n.HostKey)
+					t.Errorf("node address %q key %q, want the Z8RNode's", n.Address, n.HostKey)
 				}
 				again, err := p.Get(ctx, "pool-n1")
 				if err != nil || again.conn != n.conn {
@@ -133,7 +133,7 @@ func tableAgentPool(t *testing.T, te *tableEnv) {
 			c := te.client
 			if tt.node != nil {
 				zn := tt.node.DeepCopy()
-				zn.Status = z8rv1.ZFSNodeStatus{}
+				zn.Status = z8rv1.Z8RNodeStatus{}
 				if err := c.Create(ctx, zn); err != nil {
 					t.Fatal(err)
 				}
@@ -176,12 +176,12 @@ func tableAgentPool(t *testing.T, te *tableEnv) {
 // errAny stands for "any error" in a table's wantErr.
 var errAny = errors.New("any error")
 
-// zfsNode is the ZFSNode pool-n1 with the key the controller pinned, the
+// zfsNode is the Z8RNode pool-n1 with the key the controller pinned, the
 // key the agent presents, and its readiness at addr.
-func zfsNode(pinned, presented string, ready bool, addr string) *z8rv1.ZFSNode {
-	return &z8rv1.ZFSNode{
+func zfsNode(pinned, presented string, ready bool, addr string) *z8rv1.Z8RNode {
+	return &z8rv1.Z8RNode{
 		ObjectMeta: metav1.ObjectMeta{Name: "pool-n1"},
-		Spec:       z8rv1.ZFSNodeSpec{PinnedHostKey: pinned},
-		Status:     z8rv1.ZFSNodeStatus{Ready: ready, Address: addr, HostKey: presented, Message: "starting"},
+		Spec:       z8rv1.Z8RNodeSpec{PinnedHostKey: pinned},
+		Status:     z8rv1.Z8RNodeStatus{Ready: ready, Address: addr, HostKey: presented, Message: "starting"},
 	}
 }

@@ -67,7 +67,7 @@ type DatasetReplicationReconciler struct {
 // +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get;list;watch
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications/finalizers,verbs=update
-// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=z8r.dev,resources=z8rnodes,verbs=get;list;watch
 
 // Reconcile implements reconcile.Reconciler.
 func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -130,7 +130,7 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 
 	src, err := r.Agents.Get(ctx, dr.Spec.Source.Node)
 	if errors.Is(err, ErrHostKeyUnknown) {
-		// A new agent whose key the ZFSNode reconciler is about to pin.
+		// A new agent whose key the Z8RNode reconciler is about to pin.
 		return reconcile.Result{RequeueAfter: retryPinning}, nil
 	}
 	if err != nil {
@@ -352,10 +352,10 @@ func hasTarget(dr z8rv1.DatasetReplication, key string) bool {
 	return false
 }
 
-// nodeRef is the target's ZFSNode, set as an Event's related object so
+// nodeRef is the target's Z8RNode, set as an Event's related object so
 // that events about different targets of one replication stay distinct.
-func nodeRef(node string) *z8rv1.ZFSNode {
-	return &z8rv1.ZFSNode{TypeMeta: metav1.TypeMeta{APIVersion: z8rv1.GroupVersion.String(), Kind: "ZFSNode"},
+func nodeRef(node string) *z8rv1.Z8RNode {
+	return &z8rv1.Z8RNode{TypeMeta: metav1.TypeMeta{APIVersion: z8rv1.GroupVersion.String(), Kind: "Z8RNode"},
 		ObjectMeta: metav1.ObjectMeta{Name: node}}
 }
 
@@ -648,7 +648,7 @@ func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
 // removed shortly before, still in its grace period), but none it was
 // refused (another replication's, policy.Conflicts). If the source cannot
 // be reached the finalizer stays (the holds would otherwise keep
-// snapshots forever without anyone knowing); if its ZFSNode is gone the
+// snapshots forever without anyone knowing); if its Z8RNode is gone the
 // tags that could not be released are named in a Warning (HoldsLeaked)
 // before the object goes.
 func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.DatasetReplication) (reconcile.Result, error) {
@@ -761,7 +761,7 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// SetupWithManager registers the reconciler; a ZFSNode change (an agent
+// SetupWithManager registers the reconciler; a Z8RNode change (an agent
 // coming back, a key approved) re-queues the replications on that node.
 func (r *DatasetReplicationReconciler) SetupWithManager(mgr manager.Manager) error {
 	if r.MaxConcurrent == 0 {
@@ -787,7 +787,7 @@ func (r *DatasetReplicationReconciler) SetupWithManager(mgr manager.Manager) err
 	return builder.ControllerManagedBy(mgr).
 		Named("datasetreplication").
 		For(&z8rv1.DatasetReplication{}, builder.WithPredicates(generationOrDeletion())).
-		Watches(&z8rv1.ZFSNode{}, byNode, builder.WithPredicates(readyOrKeyChanged())).
+		Watches(&z8rv1.Z8RNode{}, byNode, builder.WithPredicates(readyOrKeyChanged())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
 		Complete(r)
 }

@@ -7,10 +7,10 @@
 //
 // # Reconcilers and what each owns
 //
-//   - ZFSNodeReconciler (zfsnode_controller.go) owns a ZFSNode's
+//   - Z8RNodeReconciler (z8rnode_controller.go) owns a Z8RNode's
 //     spec.pinnedHostKey (pinned on first use) and its HostKeyTrusted
 //     condition: a changed key is reported (False) until an administrator
-//     approves it. The agents own the rest of the ZFSNode. It also sets
+//     approves it. The agents own the rest of the Z8RNode. It also sets
 //     the node's gauges (ready, last heartbeat, host key changed).
 //   - NodePolicyReconciler (nodepolicy_controller.go) owns the
 //     DatasetReplications labelled z8r.dev/managed-by=node-annotations,
@@ -140,7 +140,7 @@
 // for RemovedTargetGrace (default 10 minutes of the controller's clock):
 // re-adding it within that time syncs incrementally. Then the hold is
 // released and the entry goes. Deleting a replication releases the holds
-// of the union of its spec and status targets; if the source's ZFSNode is
+// of the union of its spec and status targets; if the source's Z8RNode is
 // gone, the tags that could not be released are named in a HoldsLeaked
 // Warning before the object goes.
 //

@@ -19,7 +19,7 @@ import (
 )
 
 // TestFinalize_SourceNodeGoneReportsLeakedHolds (issue 15 case 7): when
-// the source's ZFSNode is gone, deleting the replication cannot release
+// the source's Z8RNode is gone, deleting the replication cannot release
 // its holds; it must not leak them silently: a HoldsLeaked Warning names
 // every tag (spec and status targets), and the object goes.
 func TestFinalize_SourceNodeGoneReportsLeakedHolds(t *testing.T) {

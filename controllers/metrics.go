@@ -117,9 +117,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		transferMoved: gauge("z8r_transfer_last_progress_timestamp_seconds",
 			"Unix time a target's running sync last moved bytes (its start until the first report).", labels...),
 
-		nodeReady: gauge("z8r_node_ready", "1 when the node's agent reports itself ready in its ZFSNode (status.ready).", "node"),
+		nodeReady: gauge("z8r_node_ready", "1 when the node's agent reports itself ready in its Z8RNode (status.ready).", "node"),
 		nodeHeartbeat: gauge("z8r_node_last_heartbeat_timestamp_seconds",
-			"Unix time the node's agent last refreshed its ZFSNode status (status.lastHeartbeatTime).", "node"),
+			"Unix time the node's agent last refreshed its Z8RNode status (status.lastHeartbeatTime).", "node"),
 		nodeKeyChange: gauge("z8r_node_host_key_changed",
 			"1 when the node's agent presents a host key other than the pinned one (HostKeyTrusted=False); z8r refuses to connect until an administrator approves it.", "node"),
 
@@ -347,9 +347,9 @@ func (m *Metrics) Transfer(rep, target string, next func(int, agent.Progress)) (
 	return progress, done
 }
 
-// ObserveNode sets a node's gauges from its ZFSNode: ready, last heartbeat
+// ObserveNode sets a node's gauges from its Z8RNode: ready, last heartbeat
 // and whether its agent presents a host key other than the pinned one.
-func (m *Metrics) ObserveNode(zn *z8rv1.ZFSNode) {
+func (m *Metrics) ObserveNode(zn *z8rv1.Z8RNode) {
 	if m == nil || zn == nil {
 		return
 	}
@@ -361,7 +361,7 @@ func (m *Metrics) ObserveNode(zn *z8rv1.ZFSNode) {
 	m.nodeKeyChange.WithLabelValues(zn.Name).Set(boolGauge(changed))
 }
 
-// ForgetNode drops a node's series (its ZFSNode is gone).
+// ForgetNode drops a node's series (its Z8RNode is gone).
 func (m *Metrics) ForgetNode(node string) {
 	if m == nil {
 		return

@@ -83,10 +83,10 @@ func TestMetrics_RestartSeedsFromStatus(t *testing.T) {
 	}
 }
 
-// TestMetrics_ZFSNodeReconciler: the ZFSNode reconciler sets a node's
+// TestMetrics_Z8RNodeReconciler: the Z8RNode reconciler sets a node's
 // gauges from what its agent published (a key pinned on first use is no
-// change) and drops them when the ZFSNode goes.
-func TestMetrics_ZFSNodeReconciler(t *testing.T) {
+// change) and drops them when the Z8RNode goes.
+func TestMetrics_Z8RNodeReconciler(t *testing.T) {
 	te := startTableEnv(t)
 	ctx := context.Background()
 	c := te.client
@@ -103,12 +103,12 @@ func TestMetrics_ZFSNodeReconciler(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewPedanticRegistry()
-			r := &ZFSNodeReconciler{Client: c, Recorder: NewLimitedRecorder(&recorder{}), Metrics: NewMetrics(reg)}
-			zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: tt.pinned}}
+			r := &Z8RNodeReconciler{Client: c, Recorder: NewLimitedRecorder(&recorder{}), Metrics: NewMetrics(reg)}
+			zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: tt.pinned}}
 			if err := c.Create(ctx, zn); err != nil {
 				t.Fatal(err)
 			}
-			zn.Status = z8rv1.ZFSNodeStatus{HostKey: tt.published, HostKeyFingerprint: "SHA256:fp", Ready: tt.ready, LastHeartbeatTime: &hb}
+			zn.Status = z8rv1.Z8RNodeStatus{HostKey: tt.published, HostKeyFingerprint: "SHA256:fp", Ready: tt.ready, LastHeartbeatTime: &hb}
 			if err := c.Status().Update(ctx, zn); err != nil {
 				t.Fatal(err)
 			}
@@ -129,7 +129,7 @@ func TestMetrics_ZFSNodeReconciler(t *testing.T) {
 				t.Fatalf("reconcile after delete: %v", err)
 			}
 			if _, ok := metricSeries(t, reg, "z8r_node_ready", "node", "n1"); ok {
-				t.Error("z8r_node_ready still there after the ZFSNode went")
+				t.Error("z8r_node_ready still there after the Z8RNode went")
 			}
 		})
 	}

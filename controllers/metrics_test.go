@@ -326,20 +326,20 @@ func TestMetrics_ObserveNode(t *testing.T) {
 	hb := metricsT0.Add(-time.Minute)
 	tests := []struct {
 		name                      string
-		status                    z8rv1.ZFSNodeStatus
+		status                    z8rv1.Z8RNodeStatus
 		pinned                    string
 		ready, heartbeat, changed float64
 	}{
-		{"ready, pinned key", z8rv1.ZFSNodeStatus{Ready: true, HostKey: "k1", LastHeartbeatTime: &metav1.Time{Time: hb}}, "k1", 1, float64(hb.Unix()), 0},
-		{"not ready", z8rv1.ZFSNodeStatus{Ready: false, HostKey: "k1", LastHeartbeatTime: &metav1.Time{Time: hb}}, "k1", 0, float64(hb.Unix()), 0},
-		{"host key changed", z8rv1.ZFSNodeStatus{Ready: true, HostKey: "k2", LastHeartbeatTime: &metav1.Time{Time: hb}}, "k1", 1, float64(hb.Unix()), 1},
-		{"not pinned yet", z8rv1.ZFSNodeStatus{Ready: true, HostKey: "k2", LastHeartbeatTime: &metav1.Time{Time: hb}}, "", 1, float64(hb.Unix()), 0},
+		{"ready, pinned key", z8rv1.Z8RNodeStatus{Ready: true, HostKey: "k1", LastHeartbeatTime: &metav1.Time{Time: hb}}, "k1", 1, float64(hb.Unix()), 0},
+		{"not ready", z8rv1.Z8RNodeStatus{Ready: false, HostKey: "k1", LastHeartbeatTime: &metav1.Time{Time: hb}}, "k1", 0, float64(hb.Unix()), 0},
+		{"host key changed", z8rv1.Z8RNodeStatus{Ready: true, HostKey: "k2", LastHeartbeatTime: &metav1.Time{Time: hb}}, "k1", 1, float64(hb.Unix()), 1},
+		{"not pinned yet", z8rv1.Z8RNodeStatus{Ready: true, HostKey: "k2", LastHeartbeatTime: &metav1.Time{Time: hb}}, "", 1, float64(hb.Unix()), 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewPedanticRegistry()
 			m := NewMetrics(reg)
-			zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: tt.pinned}, Status: tt.status}
+			zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: tt.pinned}, Status: tt.status}
 			m.ObserveNode(zn)
 			for name, want := range map[string]float64{"z8r_node_ready": tt.ready, "z8r_node_last_heartbeat_timestamp_seconds": tt.heartbeat, "z8r_node_host_key_changed": tt.changed} {
 				if got, ok := metricSeries(t, reg, name, "node", "n1"); !ok || got != want {

@@ -13,7 +13,7 @@ import (
 // it over SSH; tests may implement it over in-memory nodes.
 type NodeAccess interface {
 	// Get returns node reached through its agent. Its errors match
-	// ErrNodeUnknown (no ZFSNode), ErrHostKeyUnknown (key not pinned yet),
+	// ErrNodeUnknown (no Z8RNode), ErrHostKeyUnknown (key not pinned yet),
 	// ErrNodeNotReady, *hostkeys.ChangedError (the agent presents another
 	// key than the pinned one), or are the connection's own.
 	Get(ctx context.Context, node string) (*Node, error)
@@ -26,7 +26,7 @@ type NodeAccess interface {
 var _ NodeAccess = (*AgentPool)(nil)
 
 // Node is a node reached through its agent, with what was read about it
-// from its ZFSNode.
+// from its Z8RNode.
 type Node struct {
 	// Endpoint runs the node's ZFS commands (ZFS) and, on a source, its
 	// transfers to another agent (Transfer).

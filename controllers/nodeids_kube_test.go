@@ -50,11 +50,11 @@ func TestSnapshotContent_ZFSLocalPVPinnedByNodeID(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = c.Delete(ctx, node) })
-			zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
+			zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 			if err := c.Create(ctx, zn); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = c.Delete(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}) })
+			t.Cleanup(func() { _ = c.Delete(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}) })
 			zn.Status.Pools, zn.Status.Ready, zn.Status.Address = []string{"tank"}, true, "n1:2222"
 			if err := c.Status().Update(ctx, zn); err != nil {
 				t.Fatal(err)

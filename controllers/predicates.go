@@ -19,13 +19,13 @@ func generationOrDeletion() predicate.Predicate {
 	}
 }
 
-// readyOrKeyChanged passes ZFSNode updates that can unblock a replication:
+// readyOrKeyChanged passes Z8RNode updates that can unblock a replication:
 // readiness, address or host key (pin) changes, not heartbeats.
 func readyOrKeyChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*z8rv1.ZFSNode)
-			n, ok2 := e.ObjectNew.(*z8rv1.ZFSNode)
+			o, ok1 := e.ObjectOld.(*z8rv1.Z8RNode)
+			n, ok2 := e.ObjectNew.(*z8rv1.Z8RNode)
 			if !ok1 || !ok2 {
 				return true
 			}

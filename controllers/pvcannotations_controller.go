@@ -69,7 +69,7 @@ type PVCAnnotationsReconciler struct {
 // +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotclasses,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=z8r.dev,resources=datasetreplications,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=z8r.dev,resources=z8rnodes,verbs=get;list;watch
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PVCAnnotationsReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {

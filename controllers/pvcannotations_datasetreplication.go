@@ -210,7 +210,7 @@ func (r *PVCAnnotationsReconciler) datasetAt(ctx context.Context, pv string, vol
 	if r.Agents == nil {
 		return vol, errors.New("no agent pool to ask for mountpoints")
 	}
-	var zn z8rv1.ZFSNode
+	var zn z8rv1.Z8RNode
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: vol.Node}, &zn); err != nil {
 		if apierrors.IsNotFound(err) {
 			return vol, fmt.Errorf("node %s: %w", vol.Node, ErrNodeUnknown)

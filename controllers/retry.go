@@ -15,7 +15,7 @@ const (
 	retryConflict = time.Minute
 	// retryUnavailable: a source node that cannot be reached or failed.
 	retryUnavailable = 30 * time.Second
-	// retryPinning: a new agent whose host key the ZFSNode reconciler is
+	// retryPinning: a new agent whose host key the Z8RNode reconciler is
 	// about to pin.
 	retryPinning = 2 * time.Second
 )

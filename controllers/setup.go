@@ -43,8 +43,8 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	// Notes cut to the apiserver's limit, so no Warning is ever rejected.
 	rec := NewLimitedRecorder(mgr.GetEventRecorder("z8r-controller"))
 	skip := cfg.SkipNameValidation
-	if err := (&ZFSNodeReconciler{Client: mgr.GetClient(), Recorder: rec, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("zfsnode controller: %w", err)
+	if err := (&Z8RNodeReconciler{Client: mgr.GetClient(), Recorder: rec, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("z8rnode controller: %w", err)
 	}
 	if err := (&NodePolicyReconciler{Client: mgr.GetClient(), Recorder: rec, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("node policy controller: %w", err)

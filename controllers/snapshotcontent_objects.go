@@ -335,10 +335,10 @@ func (k contentKit) classOf(ctx context.Context, name *string) *snapshotv1.Volum
 	return &class
 }
 
-// checkPool checks, from the node's ZFSNode, that a z8r agent serves the
+// checkPool checks, from the node's Z8RNode, that a z8r agent serves the
 // dataset's pool there, so that no request is sent that it would refuse.
 func (k contentKit) checkPool(ctx context.Context, node, dataset string) error {
-	var zn z8rv1.ZFSNode
+	var zn z8rv1.Z8RNode
 	if err := k.Client.Get(ctx, client.ObjectKey{Name: node}, &zn); err != nil {
 		if apierrors.IsNotFound(err) {
 			return fmt.Errorf("node %s: %w", node, ErrNodeUnknown)

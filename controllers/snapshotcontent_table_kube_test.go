@@ -28,12 +28,12 @@ import (
 // tableSnapshotContent drives the snapshotter (SnapshotterReconciler), and
 // after it the VolumeSnapshot replication, for z8r's driver: a content as the
 // snapshot-controller makes it for a VolumeSnapshot of a z8r PV, the
-// node's ZFSNode and its state → the content's status, the Events and the
+// node's Z8RNode and its state → the content's status, the Events and the
 // mutating argv the node saw.
 func tableSnapshotContent(t *testing.T, te *tableEnv) {
 	tests := []struct {
 		name          string
-		pools         []string // the ZFSNode's published pools
+		pools         []string // the Z8RNode's published pools
 		noDataset     bool     // the volume's dataset does not exist on the node
 		unreach       bool     // the node's agent cannot be reached
 		deleteToo     bool     // delete the content after it is ready, reconcile again
@@ -109,12 +109,12 @@ func tableSnapshotContent(t *testing.T, te *tableEnv) {
 			nodes.unreachable["n1"] = tt.unreach
 			setupCmds := len(nodes.nodes["n1"].Commands())
 			for n, pools := range map[string][]string{"n1": tt.pools, "n2": {"tank"}} {
-				zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: n}}
+				zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: n}}
 				if err := c.Create(ctx, zn); err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() {
-					if err := c.Delete(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: n}}); client.IgnoreNotFound(err) != nil {
+					if err := c.Delete(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: n}}); client.IgnoreNotFound(err) != nil {
 						t.Error(err)
 					}
 				})

@@ -90,7 +90,7 @@ type SnapshotHooks struct {
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=z8r.dev,resources=z8rnodes,verbs=get;list;watch
 
 // Reconcile implements reconcile.Reconciler.
 func (r *SnapshotterReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {

@@ -42,7 +42,7 @@ import (
 func TestTable_Reconcilers(t *testing.T) {
 	te := startTableEnv(t)
 	t.Run("DatasetReplication", func(t *testing.T) { tableDatasetReplication(t, te) })
-	t.Run("ZFSNode", func(t *testing.T) { tableZFSNode(t, te) })
+	t.Run("Z8RNode", func(t *testing.T) { tableZ8RNode(t, te) })
 	t.Run("NodePolicy", func(t *testing.T) { tableNodePolicy(t, te) })
 	t.Run("PVCAnnotations", func(t *testing.T) { tablePVCAnnotations(t, te) })
 	t.Run("PVCSchedule", func(t *testing.T) { tablePVCSchedule(t, te) })
@@ -77,7 +77,7 @@ func startTableEnv(t *testing.T) *tableEnv {
 }
 
 // fakeNodes is a NodeAccess over fakezfs nodes. A node listed in unknown
-// has no ZFSNode (ErrNodeUnknown); one in unreachable cannot be reached
+// has no Z8RNode (ErrNodeUnknown); one in unreachable cannot be reached
 // (agent.ErrUnreachable), by the controller or by another node's
 // transfer; one in keyUnknown has no pinned host key yet.
 type fakeNodes struct {

@@ -29,7 +29,7 @@ import (
 )
 
 // vsrFixture is one case's world: nodes n1 (the source, holding ds@s1),
-// n2 and n3 (ZFSNodes serving pool tank), a ready content of ds@s1 bound
+// n2 and n3 (Z8RNodes serving pool tank), a ready content of ds@s1 bound
 // to a VolumeSnapshot, and both content reconcilers.
 type vsrFixture struct {
 	ctx     context.Context
@@ -462,12 +462,12 @@ func newVSRFixture(t *testing.T, te *tableEnv, i int, class, vsAnn, contentAnn m
 		t.Fatal(err)
 	}
 	for _, n := range []string{"n1", "n2", "n3"} {
-		zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: n}}
+		zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: n}}
 		if err := c.Create(ctx, zn); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			if err := c.Delete(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: n}}); client.IgnoreNotFound(err) != nil {
+			if err := c.Delete(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: n}}); client.IgnoreNotFound(err) != nil {
 				t.Error(err)
 			}
 		})

@@ -105,7 +105,7 @@ func TestFailover_UnplannedRoundTrip(t *testing.T) {
 	sumA := mkdata(t, n1, fs, "a", size)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	const name = "app"
@@ -237,7 +237,7 @@ func TestFailover_PlannedSwitchoverWithSeedAnnotations(t *testing.T) {
 	sumA := mkdata(t, n1, fs, "a", 1<<20)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	name := policy.ID("n1", fs)
@@ -290,7 +290,7 @@ func TestFailover_BadInput(t *testing.T) {
 	mkdata(t, n1, fs, "a", 256<<10)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	const name = "bad"

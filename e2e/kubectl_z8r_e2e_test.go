@@ -32,7 +32,7 @@ func TestKubectlZ8r_ShowsLiveReplication(t *testing.T) {
 	mkdata(t, c.Nodes["node01"], "tank/dataset1", "payload", 1<<20)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	name := policy.ID("node01", "tank/dataset1")

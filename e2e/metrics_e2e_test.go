@@ -46,9 +46,9 @@ func metricGauge(t *testing.T, reg *prometheus.Registry, name string, labels ...
 }
 
 // TestMetrics_RealAgents: with real agents (their progress reports, their
-// ZFSNodes) a replication's per-target gauges match its status, the
+// Z8RNodes) a replication's per-target gauges match its status, the
 // transfer gauges show the bytes the agents reported, and each node's
-// gauges its ZFSNode.
+// gauges its Z8RNode.
 func TestMetrics_RealAgents(t *testing.T) {
 	start := time.Now()
 	c := cluster.Start(t, cluster.Options{Nodes: []cluster.NodeSpec{
@@ -62,7 +62,7 @@ func TestMetrics_RealAgents(t *testing.T) {
 	mkdata(t, c.Nodes["node01"], "tank/dataset1", "payload", 96<<20)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep := policy.ID("node01", "tank/dataset1")

@@ -32,7 +32,7 @@ func TestReplication_SeedAnnotations(t *testing.T) {
 	sum2 := mkdata(t, n1, "tank/dataset2", "payload", 1<<20)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep1, rep2 := policy.ID("node01", "tank/dataset1"), policy.ID("node01", "tank/dataset2")
@@ -128,7 +128,7 @@ func TestReplication_TargetDownCatchesUpIncrementally(t *testing.T) {
 	mkdata(t, src, "tank/data", "a", 2<<20)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep := policy.ID("src", "tank/data")
@@ -202,7 +202,7 @@ func TestReplication_DivergedTargetIsReportedAndUntouched(t *testing.T) {
 	mkdata(t, src, "tank/data", "a", 1<<20)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep := policy.ID("src", "tank/data")
@@ -266,7 +266,7 @@ func TestReplication_RetentionPrunesOnlyOwned(t *testing.T) {
 	}
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep := policy.ID("src", "tank/pvc-4f1c")

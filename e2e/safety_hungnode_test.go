@@ -34,7 +34,7 @@ func TestSafety_HungNodeDoesNotStallOthers(t *testing.T) {
 	}
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(name, node string) {

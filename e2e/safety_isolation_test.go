@@ -38,7 +38,7 @@ func TestSafety_UnreachableTargetDoesNotCancelOtherTransfers(t *testing.T) {
 	}
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	mk := func(name, dataset, node string) {

@@ -48,7 +48,7 @@ func TestSafety_SecondReplicationOfADatasetIsRefused(t *testing.T) {
 	allowTenantTargets(t, c, "tank", "n2")
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	first := policy.ID("n1", "tank/shared")
@@ -116,7 +116,7 @@ func TestSafety_RemovedTargetKeepsItsBaseForAGracePeriod(t *testing.T) {
 	mkdata(t, n1, "tank/r", "payload", 256<<10)
 	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	const name = "grace"

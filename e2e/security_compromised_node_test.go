@@ -67,7 +67,7 @@ func TestSecurity_CompromisedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.StartController()
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	rep := policy.ID("node1", "tank/data")

@@ -551,7 +551,7 @@ func TestVolumeSnapshot_BadInputRunsNothing(t *testing.T) {
 		want    string
 	}{
 		{"of-nfs", "nfs", nil, "not a ZFS-backed volume"},
-		{"of-ghost", "ghost", nil, "node ghost: node has no ZFSNode"},
+		{"of-ghost", "ghost", nil, "node ghost: node has no Z8RNode"},
 		{"of-otherpool", "otherpool", nil, "pool data, which the z8r agent on node n1 does not serve"},
 		{"bad-target", "good", map[string]string{z8rv1.AnnotationReplicateTo: "n2:"}, "invalid z8r.dev/replicate-to: VolumeSnapshot " + ns + "/bad-target"},
 		{"onto-itself", "good", map[string]string{z8rv1.AnnotationReplicateTo: "n1"}, "onto itself"},

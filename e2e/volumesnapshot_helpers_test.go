@@ -55,7 +55,7 @@ func startSnapshotClusterScoped(t *testing.T, opts cluster.Options, allowTank bo
 		allowTenantTargets(t, c, "tank", nodes...)
 	}
 	c.StartController()
-	if err := c.WaitZFSNodesReady(ctxT(t), time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctxT(t), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	return c, logs

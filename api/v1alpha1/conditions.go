@@ -1,6 +1,6 @@
 package v1alpha1
 
-// Condition types and reasons on DatasetReplication (those on ZFSNode
+// Condition types and reasons on DatasetReplication (those on Z8RNode
 // are beside its type). Constant, so clients can branch on them.
 const (
 	// ConditionReady: every target has the newest snapshot (True), or why
@@ -13,7 +13,7 @@ const (
 	// how many are and the worst state.
 	ReasonTargetsNotSynced = "TargetsNotSynced"
 	// ReasonSourceUnavailable: the source node's agent cannot be reached
-	// (or its ZFSNode is missing, not ready, or presents another host key).
+	// (or its Z8RNode is missing, not ready, or presents another host key).
 	ReasonSourceUnavailable = "SourceUnavailable"
 	// ReasonSourceFailed: the source dataset is missing, or listing or
 	// snapshotting it failed.

@@ -164,7 +164,7 @@ type PromotionStatus struct {
 
 // DatasetRef names a dataset on a node.
 type DatasetRef struct {
-	// Node is the name of the Kubernetes node (and its ZFSNode) whose pool
+	// Node is the name of the Kubernetes node (and its Z8RNode) whose pool
 	// holds the dataset.
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:XValidation:rule=`self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')`,message="must be a Kubernetes node name: a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and '.', beginning and ending with a letter or digit)"

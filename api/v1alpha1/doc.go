@@ -1,6 +1,6 @@
 // Package v1alpha1 holds z8r's API types, group z8r.dev:
 //
-//   - ZFSNode (cluster-scoped, one per node running the agent): what the
+//   - Z8RNode (cluster-scoped, one per node running the agent): what the
 //     agent publishes about its node (address, host key, pools, ZFS version,
 //     capabilities) in status, and the host key the controller trusts in
 //     spec.pinnedHostKey. Agents may write only status; the pin changes only

@@ -44,10 +44,10 @@ func main() {
 		printHostKey   = flag.Bool("print-host-key", false, "print the public host key (creating it if needed) and exit")
 		progressEvery  = flag.Duration("progress-interval", time.Second, "how often transfers report progress")
 		commandLog     = flag.String("command-log", "", "append the argv of every command the agent starts to this file (audit)")
-		publish        = flag.Bool("publish", true, "publish this node's ZFSNode status through the Kubernetes API")
+		publish        = flag.Bool("publish", true, "publish this node's Z8RNode status through the Kubernetes API")
 		kubeconfig     = flag.String("kubeconfig", "", "kubeconfig for publishing (default: in-cluster config)")
 		advertise      = flag.String("advertise-address", "", "host:port other nodes and the controller use to reach this agent (default: $POD_IP with the listen port)")
-		publishEvery   = flag.Duration("publish-interval", 30*time.Second, "how often to refresh the ZFSNode status")
+		publishEvery   = flag.Duration("publish-interval", 30*time.Second, "how often to refresh the Z8RNode status")
 		healthAddr     = flag.String("health-addr", "", "HTTP address of /healthz, /readyz (zfs answers and every pool exists) and /metrics, served without authentication: keep it on loopback, e.g. 127.0.0.1:2023 (empty: off)")
 		auditLog       = flag.String("audit-log", "", "also append every request's audit record (client key fingerprint, remote address, argv, outcome) to this file as JSON lines; the records always go to the agent's log")
 

@@ -94,10 +94,10 @@ func run(p *tb.Program, keep bool) {
 
 	step("starting the z8r controller")
 	c.StartController()
-	if err := c.WaitZFSNodesReady(ctx, time.Minute); err != nil {
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
 		p.Fatal(err)
 	}
-	kubectl("get", "zfsnodes", "-o", "wide")
+	kubectl("get", "z8rnodes", "-o", "wide")
 
 	rep1, rep2 := policy.ID("node01", "tank/dataset1"), policy.ID("node01", "tank/dataset2")
 	step("waiting for the first replication (a full send of the first snapshot)")

@@ -234,11 +234,11 @@ func TestPlugin_AgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("nodes and snapshots -o json|yaml", func(t *testing.T) {
-		var list z8rv1.ZFSNodeList
+		var list z8rv1.Z8RNodeList
 		if err := json.Unmarshal([]byte(p.ok("nodes", "-o", "json")), &list); err != nil {
 			t.Fatal(err)
 		}
-		if list.Kind != "ZFSNodeList" || len(list.Items) != len(fixtureNodes()) || list.Items[0].Status.HostKey == "" || len(list.Items[0].ManagedFields) != 0 {
+		if list.Kind != "Z8RNodeList" || len(list.Items) != len(fixtureNodes()) || list.Items[0].Status.HostKey == "" || len(list.Items[0].ManagedFields) != 0 {
 			t.Errorf("nodes -o json: kind %q, %d items, first %+v", list.Kind, len(list.Items), list.Items[0])
 		}
 		var dr z8rv1.DatasetReplication
@@ -271,8 +271,8 @@ func TestPlugin_AgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("approve-hostkey", func(t *testing.T) {
-		get := func(name string) *z8rv1.ZFSNode {
-			var zn z8rv1.ZFSNode
+		get := func(name string) *z8rv1.Z8RNode {
+			var zn z8rv1.Z8RNode
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, &zn); err != nil {
 				t.Fatal(err)
 			}

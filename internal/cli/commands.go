@@ -55,7 +55,7 @@ func NewCommand(o Options) *cobra.Command {
 		Short: "Inspect and operate z8r, Kubernetes-native ZFS snapshots and replication",
 		Long: `kubectl z8r shows what z8r replicates where and how far behind it is, and
 approves changed node host keys. It reads the status of z8r's
-DatasetReplication and ZFSNode objects and of the VolumeSnapshotContents
+DatasetReplication and Z8RNode objects and of the VolumeSnapshotContents
 z8r replicates; it never connects to a node.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -154,7 +154,7 @@ Failed, Diverged, Skipped or Refused) and when it last changed.
 
 	nodes := &cobra.Command{
 		Use:   "nodes [NAME...]",
-		Short: "ZFSNodes: agent address, pools, ZFS version, capabilities, readiness, host key and whether it is pinned",
+		Short: "Z8RNodes: agent address, pools, ZFS version, capabilities, readiness, host key and whether it is pinned",
 		RunE: func(c *cobra.Command, args []string) error {
 			f, err := format(c, OutputTable, OutputWide, OutputJSON, OutputYAML)
 			if err != nil {
@@ -166,12 +166,12 @@ Failed, Diverged, Skipped or Refused) and when it last changed.
 			}
 			switch f {
 			case OutputJSON, OutputYAML:
-				return r.printObjects(f, len(args) == 1, &z8rv1.ZFSNodeList{Items: list})
+				return r.printObjects(f, len(args) == 1, &z8rv1.Z8RNodeList{Items: list})
 			}
 			return WriteNodes(o.Out, list, o.Now(), f == OutputWide)
 		},
 	}
-	output(nodes, "wide, json or yaml (the ZFSNodes)")
+	output(nodes, "wide, json or yaml (the Z8RNodes)")
 
 	var yes bool
 	approve := &cobra.Command{
@@ -179,7 +179,7 @@ Failed, Diverged, Skipped or Refused) and when it last changed.
 		Short: "Trust the host key a node's agent now presents (after a reinstall or key change)",
 		Long: `approve-hostkey prints the pinned and the presented host key fingerprints of
 NODE and, once confirmed, pins the presented key (spec.pinnedHostKey of the
-ZFSNode). z8r refuses to talk to an agent whose key changed until then.
+Z8RNode). z8r refuses to talk to an agent whose key changed until then.
 
 Compare the presented fingerprint with the one on the node first, e.g.
   kubectl -n z8r-system exec <agent pod on NODE> -- /z8r-agent --print-host-key | ssh-keygen -lf -`,
@@ -355,23 +355,23 @@ func (r *runner) replications(ctx context.Context, names []string) ([]z8rv1.Data
 	return out, nil
 }
 
-func (r *runner) nodes(ctx context.Context, names []string) ([]z8rv1.ZFSNode, error) {
+func (r *runner) nodes(ctx context.Context, names []string) ([]z8rv1.Z8RNode, error) {
 	c, err := r.client()
 	if err != nil {
 		return nil, err
 	}
 	if len(names) == 0 {
-		var list z8rv1.ZFSNodeList
+		var list z8rv1.Z8RNodeList
 		if err := c.List(ctx, &list); err != nil {
-			return nil, fmt.Errorf("list ZFSNodes: %w", err)
+			return nil, fmt.Errorf("list Z8RNodes: %w", err)
 		}
 		return list.Items, nil
 	}
-	out := make([]z8rv1.ZFSNode, 0, len(names))
+	out := make([]z8rv1.Z8RNode, 0, len(names))
 	for _, n := range names {
-		var zn z8rv1.ZFSNode
+		var zn z8rv1.Z8RNode
 		if err := c.Get(ctx, client.ObjectKey{Name: n}, &zn); err != nil {
-			return nil, fmt.Errorf("ZFSNode %s: %w", n, err)
+			return nil, fmt.Errorf("Z8RNode %s: %w", n, err)
 		}
 		out = append(out, zn)
 	}
@@ -386,9 +386,9 @@ func (r *runner) approve(ctx context.Context, node string, yes bool) error {
 	if err != nil {
 		return err
 	}
-	var zn z8rv1.ZFSNode
+	var zn z8rv1.Z8RNode
 	if err := c.Get(ctx, client.ObjectKey{Name: node}, &zn); err != nil {
-		return fmt.Errorf("ZFSNode %s: %w", node, err)
+		return fmt.Errorf("Z8RNode %s: %w", node, err)
 	}
 	review, err := ReviewHostKey(&zn)
 	if err != nil {

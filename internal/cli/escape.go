@@ -9,7 +9,7 @@ import (
 )
 
 // Clean makes a string that came from the cluster safe to print on a
-// terminal. Agents write ZFSNode status and messages, tenants write
+// terminal. Agents write Z8RNode status and messages, tenants write
 // annotations and names reach errors: any of them may carry terminal
 // control sequences that clear the screen, move the cursor or rewrite a
 // line (for example to spoof the fingerprints approve-hostkey shows). Clean

@@ -70,8 +70,8 @@ func TestOutput_ClusterStringsEscaped(t *testing.T) {
 				dr.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: metav1.ConditionFalse, Message: hostile}}
 			})}
 	}
-	nodes := func() []z8rv1.ZFSNode {
-		return []z8rv1.ZFSNode{{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: z8rv1.ZFSNodeStatus{
+	nodes := func() []z8rv1.Z8RNode {
+		return []z8rv1.Z8RNode{{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: z8rv1.Z8RNodeStatus{
 			Address: hostile, Pools: []string{hostile}, Implementation: hostile, ZFSVersion: hostile,
 			Capabilities: []string{hostile}, HostKeyFingerprint: hostile, HostKey: hostile, Message: hostile}}}
 	}
@@ -109,14 +109,14 @@ func TestOutput_ClusterStringsEscaped(t *testing.T) {
 // not a key fails the review with an error that prints escaped, through
 // the command tree's error wrapping.
 func TestReviewHostKey_HostileKeyErrorEscaped(t *testing.T) {
-	zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: z8rv1.ZFSNodeStatus{HostKey: "ssh-ed25519 " + hostile}}
+	zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}, Status: z8rv1.Z8RNodeStatus{HostKey: "ssh-ed25519 " + hostile}}
 	_, err := ReviewHostKey(zn)
 	if err == nil {
 		t.Fatal("review accepted a key that does not parse")
 	}
 	root := &cobra.Command{Use: "root"}
 	sub := &cobra.Command{Use: "sub", RunE: func(*cobra.Command, []string) error {
-		return errors.New("ZFSNode says: " + hostile)
+		return errors.New("Z8RNode says: " + hostile)
 	}}
 	root.AddCommand(sub)
 	cleanErrors(root)

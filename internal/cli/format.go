@@ -382,7 +382,7 @@ const (
 
 // Trust says whether the host key a node's agent publishes is the pinned
 // one.
-func Trust(zn *z8rv1.ZFSNode) string {
+func Trust(zn *z8rv1.Z8RNode) string {
 	switch {
 	case zn.Status.HostKey == "":
 		return TrustNoKey
@@ -394,14 +394,14 @@ func Trust(zn *z8rv1.ZFSNode) string {
 	return TrustChanged
 }
 
-// WriteNodes writes a table of ZFSNodes: address, pools, ZFS, capabilities,
+// WriteNodes writes a table of Z8RNodes: address, pools, ZFS, capabilities,
 // readiness, heartbeat, host key fingerprint and whether it is pinned.
-func WriteNodes(w io.Writer, nodes []z8rv1.ZFSNode, now time.Time, wide bool) error {
+func WriteNodes(w io.Writer, nodes []z8rv1.Z8RNode, now time.Time, wide bool) error {
 	if len(nodes) == 0 {
-		_, err := fmt.Fprintln(w, "No ZFSNodes found (no z8r agent has started).")
+		_, err := fmt.Fprintln(w, "No Z8RNodes found (no z8r agent has started).")
 		return err
 	}
-	slices.SortFunc(nodes, func(a, b z8rv1.ZFSNode) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(nodes, func(a, b z8rv1.Z8RNode) int { return strings.Compare(a.Name, b.Name) })
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	header := "NAME\tADDRESS\tPOOLS\tZFS\tCAPABILITIES\tREADY\tHEARTBEAT\tHOST KEY\tTRUST"
 	if wide {
@@ -448,14 +448,14 @@ type HostKeyReview struct {
 // ReviewHostKey checks the key zn's agent publishes and returns what
 // approving it would change. It fails when no key is published or the
 // published key does not parse.
-func ReviewHostKey(zn *z8rv1.ZFSNode) (HostKeyReview, error) {
+func ReviewHostKey(zn *z8rv1.Z8RNode) (HostKeyReview, error) {
 	r := HostKeyReview{Node: zn.Name, PresentedKey: zn.Status.HostKey, Address: zn.Status.Address, Heartbeat: zn.Status.LastHeartbeatTime}
 	if zn.Status.HostKey == "" {
-		return r, fmt.Errorf("ZFSNode %s: its agent has published no host key", zn.Name)
+		return r, fmt.Errorf("Z8RNode %s: its agent has published no host key", zn.Name)
 	}
 	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(zn.Status.HostKey))
 	if err != nil {
-		return r, fmt.Errorf("ZFSNode %s: published host key: %w", zn.Name, err)
+		return r, fmt.Errorf("Z8RNode %s: published host key: %w", zn.Name, err)
 	}
 	r.Presented = ssh.FingerprintSHA256(pk)
 	if zn.Spec.PinnedHostKey != "" {
@@ -483,7 +483,7 @@ func WriteReview(w io.Writer, r HostKeyReview, now time.Time) error {
 }
 
 // sameKey compares a pinned and a presented key as the controller does
-// (controllers.AgentPool, the ZFSNode reconciler): as authorized_keys
+// (controllers.AgentPool, the Z8RNode reconciler): as authorized_keys
 // strings, so a key that differs only in its comment counts as changed, and
 // approving it pins the exact string.
 func sameKey(pinned, presented string) bool { return pinned == presented }

@@ -171,19 +171,19 @@ func TestWriteSnapshots_Fixture(t *testing.T) {
 	}
 }
 
-func fixtureNodes() []z8rv1.ZFSNode {
+func fixtureNodes() []z8rv1.Z8RNode {
 	keyA, keyB, keyB2 := testKey("a", "z8r"), testKey("b", "z8r"), testKey("b2", "z8r")
-	node := func(name, addr string, ready bool, pinned, presented string) z8rv1.ZFSNode {
-		return z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: name},
-			Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: pinned},
-			Status: z8rv1.ZFSNodeStatus{Address: addr, HostKey: presented, HostKeyFingerprint: fingerprintOf(presented),
+	node := func(name, addr string, ready bool, pinned, presented string) z8rv1.Z8RNode {
+		return z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: pinned},
+			Status: z8rv1.Z8RNodeStatus{Address: addr, HostKey: presented, HostKeyFingerprint: fingerprintOf(presented),
 				Pools: []string{"tank"}, Implementation: "openzfs", ZFSVersion: "2.3.2",
 				Capabilities: []string{"bookmarks", "resume"}, Ready: ready, LastHeartbeatTime: at(20 * time.Second)}}
 	}
 	c := node("node-c", "10.0.0.3:2022", false, "", keyA)
 	c.Status.HostKey, c.Status.HostKeyFingerprint, c.Status.Message = "", "", "zfs: command not found"
 	c.Status.Implementation, c.Status.ZFSVersion, c.Status.Capabilities = "", "", nil
-	return []z8rv1.ZFSNode{
+	return []z8rv1.Z8RNode{
 		node("node-b", "10.0.0.2:2022", true, keyB, keyB2),
 		c,
 		node("node-a", "10.0.0.1:2022", true, keyA, keyA),
@@ -234,7 +234,7 @@ func TestTrust_States(t *testing.T) {
 		{"changed", k1, k2, TrustChanged},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			zn := &z8rv1.ZFSNode{Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: tc.pinned}, Status: z8rv1.ZFSNodeStatus{HostKey: tc.presented}}
+			zn := &z8rv1.Z8RNode{Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: tc.pinned}, Status: z8rv1.Z8RNodeStatus{HostKey: tc.presented}}
 			if got := Trust(zn); got != tc.want {
 				t.Errorf("Trust = %q, want %q", got, tc.want)
 			}
@@ -257,8 +257,8 @@ func TestReviewHostKey_Cases(t *testing.T) {
 		{name: "already pinned", pinned: k2, presented: k2, wantPinned: fingerprintOf(k2), wantAlready: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n"},
-				Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: tc.pinned}, Status: z8rv1.ZFSNodeStatus{HostKey: tc.presented}}
+			zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n"},
+				Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: tc.pinned}, Status: z8rv1.Z8RNodeStatus{HostKey: tc.presented}}
 			r, err := ReviewHostKey(zn)
 			if tc.wantErr {
 				if err == nil {

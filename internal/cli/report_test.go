@@ -176,11 +176,11 @@ func TestPrintObject_HostileStringsEscapedLosslessly(t *testing.T) {
 			withTargetStatus(z8rv1.TargetStatus{Node: "node-b", Dataset: "tank/" + nasty, State: z8rv1.TargetFailed, LastError: nasty}))},
 		[]VolumeSnapshotReplication{{Content: nasty, VolumeSnapshot: nasty, Targets: []VolumeSnapshotTarget{{State: nasty, Error: nasty}}}},
 		nasty, now)
-	node := &z8rv1.ZFSNode{
-		TypeMeta: metav1.TypeMeta{APIVersion: z8rv1.GroupVersion.String(), Kind: "ZFSNode"},
+	node := &z8rv1.Z8RNode{
+		TypeMeta: metav1.TypeMeta{APIVersion: z8rv1.GroupVersion.String(), Kind: "Z8RNode"},
 		ObjectMeta: metav1.ObjectMeta{Name: "node-a", Labels: map[string]string{"k": nasty},
 			Annotations: map[string]string{"key" + nasty: nasty}},
-		Status: z8rv1.ZFSNodeStatus{Message: nasty, Pools: []string{nasty}},
+		Status: z8rv1.Z8RNodeStatus{Message: nasty, Pools: []string{nasty}},
 	}
 	for _, tc := range []struct {
 		name   string
@@ -188,7 +188,7 @@ func TestPrintObject_HostileStringsEscapedLosslessly(t *testing.T) {
 		decode func() any
 	}{
 		{"report", report, func() any { return &StatusReport{} }},
-		{"node", node, func() any { return &z8rv1.ZFSNode{} }},
+		{"node", node, func() any { return &z8rv1.Z8RNode{} }},
 	} {
 		for _, format := range []string{OutputJSON, OutputYAML} {
 			t.Run(tc.name+" "+format, func(t *testing.T) {
@@ -267,15 +267,15 @@ func TestPrintObjects_KindsAndSingle(t *testing.T) {
 	}
 	var out bytes.Buffer
 	r := &runner{opts: Options{Out: &out}, scheme: scheme}
-	if err := r.printObjects(OutputJSON, false, &z8rv1.ZFSNodeList{Items: fixtureNodes()}); err != nil {
+	if err := r.printObjects(OutputJSON, false, &z8rv1.Z8RNodeList{Items: fixtureNodes()}); err != nil {
 		t.Fatal(err)
 	}
-	var list z8rv1.ZFSNodeList
+	var list z8rv1.Z8RNodeList
 	if err := json.Unmarshal(out.Bytes(), &list); err != nil {
 		t.Fatal(err)
 	}
-	if list.Kind != "ZFSNodeList" || list.APIVersion != z8rv1.GroupVersion.String() || len(list.Items) != len(fixtureNodes()) ||
-		list.Items[0].Kind != "ZFSNode" || list.Items[0].APIVersion != z8rv1.GroupVersion.String() {
+	if list.Kind != "Z8RNodeList" || list.APIVersion != z8rv1.GroupVersion.String() || len(list.Items) != len(fixtureNodes()) ||
+		list.Items[0].Kind != "Z8RNode" || list.Items[0].APIVersion != z8rv1.GroupVersion.String() {
 		t.Errorf("list printed as %s %s with items %+v", list.APIVersion, list.Kind, list.Items)
 	}
 

@@ -7,7 +7,7 @@
 //     (errors.Is ErrChanged) without changing the pin.
 //   - Approve replaces the pin; it is the only way a changed key is
 //     accepted. In a cluster the pin lives where agents cannot write it
-//     (the ZFSNode's spec, written by the controller and by
+//     (the Z8RNode's spec, written by the controller and by
 //     `kubectl z8r approve-hostkey`); FileStore keeps pins in a file for
 //     tests and the demo.
 package hostkeys

@@ -186,7 +186,7 @@ func TestInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		k.run("apply", "-f", path)
-		k.run("wait", "--for=condition=Established", "--timeout=60s", "crd/zfsnodes.z8r.dev", "crd/datasetreplications.z8r.dev")
+		k.run("wait", "--for=condition=Established", "--timeout=60s", "crd/z8rnodes.z8r.dev", "crd/datasetreplications.z8r.dev")
 	})
 
 	t.Run("every manifest passes --dry-run=server", func(t *testing.T) {
@@ -224,9 +224,9 @@ func TestInstall(t *testing.T) {
 			{agentUser, []string{"get", "secrets", "-n", "z8r-system"}, "no"},
 			{agentUser, []string{"list", "secrets", "--all-namespaces"}, "no"},
 			{agentUser, []string{"patch", "persistentvolumeclaims", "-n", "default"}, "no"},
-			{agentUser, []string{"update", "zfsnodes.z8r.dev", "--subresource=status"}, "yes"},
-			{agentUser, []string{"update", "zfsnodes.z8r.dev"}, "no"},
-			{controllerUser, []string{"patch", "zfsnodes.z8r.dev"}, "yes"},
+			{agentUser, []string{"update", "z8rnodes.z8r.dev", "--subresource=status"}, "yes"},
+			{agentUser, []string{"update", "z8rnodes.z8r.dev"}, "no"},
+			{controllerUser, []string{"patch", "z8rnodes.z8r.dev"}, "yes"},
 			{controllerUser, []string{"get", "secrets", "-n", "z8r-system"}, "no"},
 			{controllerUser, []string{"update", "leases.coordination.k8s.io/z8r-controller.z8r.dev", "-n", "z8r-system"}, "yes"},
 			{controllerUser, []string{"update", "leases.coordination.k8s.io/kube-scheduler", "-n", "kube-system"}, "no"},
@@ -240,7 +240,7 @@ func TestInstall(t *testing.T) {
 		t.Logf("everything the agent may do (kubectl auth can-i --list --as %s):\n%s", agentUser, out)
 	})
 
-	t.Run("agent writes only its own node's ZFSNode", func(t *testing.T) {
+	t.Run("agent writes only its own node's Z8RNode", func(t *testing.T) {
 		testAgentAdmission(t, env)
 	})
 
@@ -301,17 +301,17 @@ func testAccess(t *testing.T, c client.Client) {
 		no     = false
 	)
 	checks := []access{
-		// agent: publish its ZFSNode
-		{agentUser, "get", z8r, "zfsnodes", "", "node-a", "", yes, "nodepublish reads its ZFSNode"},
-		{agentUser, "create", z8r, "zfsnodes", "", "", "", yes, "nodepublish creates its ZFSNode"},
-		{agentUser, "update", z8r, "zfsnodes", "status", "node-a", "", yes, "nodepublish writes status"},
-		{agentUser, "patch", z8r, "zfsnodes", "status", "node-a", "", yes, "status patch"},
+		// agent: publish its Z8RNode
+		{agentUser, "get", z8r, "z8rnodes", "", "node-a", "", yes, "nodepublish reads its Z8RNode"},
+		{agentUser, "create", z8r, "z8rnodes", "", "", "", yes, "nodepublish creates its Z8RNode"},
+		{agentUser, "update", z8r, "z8rnodes", "status", "node-a", "", yes, "nodepublish writes status"},
+		{agentUser, "patch", z8r, "z8rnodes", "status", "node-a", "", yes, "status patch"},
 		// agent: nothing else
-		{agentUser, "update", z8r, "zfsnodes", "", "node-a", "", no, "the pinned host key is in spec"},
-		{agentUser, "patch", z8r, "zfsnodes", "", "node-a", "", no, "the pinned host key is in spec"},
-		{agentUser, "delete", z8r, "zfsnodes", "", "node-b", "", no, "other nodes' objects"},
-		{agentUser, "list", z8r, "zfsnodes", "", "", "", no, "not needed"},
-		{agentUser, "watch", z8r, "zfsnodes", "", "", "", no, "not needed"},
+		{agentUser, "update", z8r, "z8rnodes", "", "node-a", "", no, "the pinned host key is in spec"},
+		{agentUser, "patch", z8r, "z8rnodes", "", "node-a", "", no, "the pinned host key is in spec"},
+		{agentUser, "delete", z8r, "z8rnodes", "", "node-b", "", no, "other nodes' objects"},
+		{agentUser, "list", z8r, "z8rnodes", "", "", "", no, "not needed"},
+		{agentUser, "watch", z8r, "z8rnodes", "", "", "", no, "not needed"},
 		{agentUser, "get", core, "secrets", "", "", ns, no, "keys are mounted volumes"},
 		{agentUser, "get", core, "secrets", "", "z8r-agent-authorized-keys", ns, no, "its keys come as volumes too"},
 		{agentUser, "get", core, "secrets", "", "z8r-controller-key", ns, no, "the controller's key"},
@@ -346,12 +346,12 @@ func testAccess(t *testing.T, c client.Client) {
 		// controller: replication
 		{controllerUser, "update", z8r, "datasetreplications", "status", "", "", yes, "status"},
 		{controllerUser, "update", z8r, "datasetreplications", "finalizers", "", "", yes, "release holds"},
-		{controllerUser, "get", z8r, "zfsnodes", "", "node-a", "", yes, "agent address and pin"},
-		{controllerUser, "list", z8r, "zfsnodes", "", "", "", yes, "cache"},
-		{controllerUser, "watch", z8r, "zfsnodes", "", "", "", yes, "cache"},
+		{controllerUser, "get", z8r, "z8rnodes", "", "node-a", "", yes, "agent address and pin"},
+		{controllerUser, "list", z8r, "z8rnodes", "", "", "", yes, "cache"},
+		{controllerUser, "watch", z8r, "z8rnodes", "", "", "", yes, "cache"},
 		// controller: host-key pinning
-		{controllerUser, "patch", z8r, "zfsnodes", "", "node-a", "", yes, "pin on first use"},
-		{controllerUser, "update", z8r, "zfsnodes", "status", "node-a", "", yes, "HostKeyTrusted condition"},
+		{controllerUser, "patch", z8r, "z8rnodes", "", "node-a", "", yes, "pin on first use"},
+		{controllerUser, "update", z8r, "z8rnodes", "status", "node-a", "", yes, "HostKeyTrusted condition"},
 		{controllerUser, "create", events, "events", "", "", "default", yes, "events on cluster-scoped objects"},
 		{controllerUser, "patch", events, "events", "", "", "default", yes, "event series"},
 		// controller: leader election
@@ -364,8 +364,8 @@ func testAccess(t *testing.T, c client.Client) {
 		{controllerUser, "list", core, "secrets", "", "", "", no, "any Secret"},
 		{controllerUser, "update", core, "nodes", "", "node-a", "", no, "only reads nodes"},
 		{controllerUser, "patch", core, "nodes", "", "node-a", "", yes, "records a node's annotation problem in z8r.dev/annotation-problem"},
-		{controllerUser, "create", z8r, "zfsnodes", "", "", "", no, "agents create them"},
-		{controllerUser, "delete", z8r, "zfsnodes", "", "node-a", "", no, "agents own them"},
+		{controllerUser, "create", z8r, "z8rnodes", "", "", "", no, "agents create them"},
+		{controllerUser, "delete", z8r, "z8rnodes", "", "node-a", "", no, "agents own them"},
 		{controllerUser, "deletecollection", z8r, "datasetreplications", "", "", "", no, "one by one"},
 		{controllerUser, "update", core, "persistentvolumeclaims", "", "", "default", no, "PVCs"},
 		{controllerUser, "delete", core, "persistentvolumeclaims", "", "", "default", no, "PVCs"},
@@ -420,11 +420,11 @@ func impersonating(t *testing.T, env *kubeenv.Env, user, node string) client.Cli
 }
 
 // testAgentAdmission: the ValidatingAdmissionPolicy lets the agent of node
-// X create and update only the ZFSNode X, never with a pinned key.
+// X create and update only the Z8RNode X, never with a pinned key.
 func testAgentAdmission(t *testing.T, env *kubeenv.Env) {
 	ctx := context.Background()
 	admin := env.Client
-	other := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-b"}}
+	other := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-b"}}
 	if err := admin.Create(ctx, other); err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func testAgentAdmission(t *testing.T, env *kubeenv.Env) {
 	// The policy's informer takes a moment after the policy is created.
 	var lastErr error
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		probe := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-probe"}}
+		probe := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-probe"}}
 		lastErr = agentA.Create(ctx, probe)
 		if lastErr == nil {
 			_ = admin.Delete(ctx, probe)
@@ -442,15 +442,15 @@ func testAgentAdmission(t *testing.T, env *kubeenv.Env) {
 		return apierrors.IsInvalid(lastErr) || apierrors.IsForbidden(lastErr), nil
 	})
 	if err != nil {
-		t.Fatalf("the agent can still create another node's ZFSNode: %v (last: %v)", err, lastErr)
+		t.Fatalf("the agent can still create another node's Z8RNode: %v (last: %v)", err, lastErr)
 	}
-	if !strings.Contains(lastErr.Error(), "may write only the ZFSNode of its own node") {
+	if !strings.Contains(lastErr.Error(), "may write only the Z8RNode of its own node") {
 		t.Errorf("denial = %v, want the policy's message", lastErr)
 	}
 
-	own := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-a"}}
+	own := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-a"}}
 	if err := agentA.Create(ctx, own); err != nil {
-		t.Fatalf("agent of adm-node-a creating its own ZFSNode: %v", err)
+		t.Fatalf("agent of adm-node-a creating its own Z8RNode: %v", err)
 	}
 	own.Status.Address, own.Status.Ready = "10.0.0.1:2022", true
 	if err := agentA.Status().Update(ctx, own); err != nil {
@@ -472,20 +472,20 @@ func testAgentAdmission(t *testing.T, env *kubeenv.Env) {
 	}
 
 	agentE := impersonating(t, env, agentUser, "adm-node-e")
-	pinned := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-e"}, Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: "ssh-ed25519 AAAA"}}
+	pinned := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-e"}, Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: "ssh-ed25519 AAAA"}}
 	if err := agentE.Create(ctx, pinned); err == nil || !strings.Contains(err.Error(), "may not pin a host key") {
-		t.Errorf("agent creating its ZFSNode with a pinned key: %v, want the policy's denial", err)
+		t.Errorf("agent creating its Z8RNode with a pinned key: %v, want the policy's denial", err)
 	}
 
 	// A token without a node (not bound to a pod) writes nothing.
 	unbound := impersonating(t, env, agentUser, "")
-	if err := unbound.Create(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-f"}}); err == nil {
-		t.Error("agent identity without a node name created a ZFSNode")
+	if err := unbound.Create(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-f"}}); err == nil {
+		t.Error("agent identity without a node name created a Z8RNode")
 	}
 	// The policy applies to the agent only.
 	other.Status.Address = "10.0.0.2:2022"
 	if err := admin.Status().Update(ctx, other); err != nil {
-		t.Errorf("admin updating a ZFSNode status: %v", err)
+		t.Errorf("admin updating a Z8RNode status: %v", err)
 	}
 }
 
@@ -682,11 +682,11 @@ func testControllerRuns(t *testing.T, env *kubeenv.Env, bin string) {
 	}
 	_, hostKey := writeKey(t)
 	hostKeyLine := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(hostKey)))
-	zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "ctl-node-a"}}
+	zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "ctl-node-a"}}
 	if err := c.Create(ctx, zn); err != nil {
 		t.Fatal(err)
 	}
-	zn.Status = z8rv1.ZFSNodeStatus{Address: "127.0.0.1:1", HostKey: hostKeyLine, HostKeyFingerprint: ssh.FingerprintSHA256(hostKey),
+	zn.Status = z8rv1.Z8RNodeStatus{Address: "127.0.0.1:1", HostKey: hostKeyLine, HostKeyFingerprint: ssh.FingerprintSHA256(hostKey),
 		Pools: []string{"tank"}, Ready: true}
 	if err := c.Status().Update(ctx, zn); err != nil {
 		t.Fatal(err)
@@ -703,7 +703,7 @@ func testControllerRuns(t *testing.T, env *kubeenv.Env, bin string) {
 		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "", client.IgnoreNotFound(err)
 	})
 	poll(t, "the host key pinned on first use", 30*time.Second, p, func(ctx context.Context) (bool, error) {
-		var got z8rv1.ZFSNode
+		var got z8rv1.Z8RNode
 		if err := c.Get(ctx, client.ObjectKey{Name: "ctl-node-a"}, &got); err != nil {
 			return false, err
 		}
@@ -757,7 +757,7 @@ func testControllerRuns(t *testing.T, env *kubeenv.Env, bin string) {
 }
 
 // testAgentRuns runs z8r-agent as its service account on node
-// agent-node-x: it publishes its ZFSNode and serves /healthz, /readyz and
+// agent-node-x: it publishes its Z8RNode and serves /healthz, /readyz and
 // /metrics; a second agent that claims another node's name is refused.
 func testAgentRuns(t *testing.T, env *kubeenv.Env, bin string) {
 	dir := t.TempDir()
@@ -776,13 +776,13 @@ func testAgentRuns(t *testing.T, env *kubeenv.Env, bin string) {
 	p := start(t, "z8r-agent", nil, bin, args("agent-node-x", healthAddr)...)
 
 	c := env.Client
-	var zn z8rv1.ZFSNode
-	poll(t, "the agent's ZFSNode", time.Minute, p, func(ctx context.Context) (bool, error) {
+	var zn z8rv1.Z8RNode
+	poll(t, "the agent's Z8RNode", time.Minute, p, func(ctx context.Context) (bool, error) {
 		err := c.Get(ctx, client.ObjectKey{Name: "agent-node-x"}, &zn)
 		return err == nil && zn.Status.HostKey != "" && zn.Status.LastHeartbeatTime != nil, client.IgnoreNotFound(err)
 	})
 	if zn.Status.Ready || zn.Status.Message == "" || zn.Spec.PinnedHostKey != "" {
-		t.Errorf("ZFSNode of an agent without its pool: ready=%v message=%q pinned=%q; want not ready, a reason, no pin",
+		t.Errorf("Z8RNode of an agent without its pool: ready=%v message=%q pinned=%q; want not ready, a reason, no pin",
 			zn.Status.Ready, zn.Status.Message, zn.Spec.PinnedHostKey)
 	}
 
@@ -812,10 +812,10 @@ func testAgentRuns(t *testing.T, env *kubeenv.Env, bin string) {
 	// agent-node-y (a compromised or misconfigured agent) is refused.
 	liar := start(t, "z8r-agent-liar", nil, bin, args("agent-node-y", freeAddr(t))...)
 	poll(t, "the policy's refusal in the lying agent's log", 30*time.Second, liar, func(context.Context) (bool, error) {
-		return strings.Contains(liar.output(), "may write only the ZFSNode of its own node"), nil
+		return strings.Contains(liar.output(), "may write only the Z8RNode of its own node"), nil
 	})
-	if err := c.Get(context.Background(), client.ObjectKey{Name: "agent-node-y"}, &z8rv1.ZFSNode{}); !apierrors.IsNotFound(err) {
-		t.Errorf("ZFSNode agent-node-y: %v, want not found", err)
+	if err := c.Get(context.Background(), client.ObjectKey{Name: "agent-node-y"}, &z8rv1.Z8RNode{}); !apierrors.IsNotFound(err) {
+		t.Errorf("Z8RNode agent-node-y: %v, want not found", err)
 	}
 }
 

@@ -71,8 +71,8 @@ func TestDeploy_AgentRules(t *testing.T) {
 	}
 	got := RulesOf(rules, "ClusterRole/z8r-agent")
 	want := []string{
-		"z8r.dev zfsnodes create,get",
-		"z8r.dev zfsnodes/status patch,update",
+		"z8r.dev z8rnodes create,get",
+		"z8r.dev z8rnodes/status patch,update",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("agent rules = %q, want %q", got, want)
@@ -224,7 +224,7 @@ func TestDeploy_AdmissionPolicies(t *testing.T) {
 			t.Errorf("policy %s names the install namespace %s: it would not apply to an install elsewhere", p.Name, namespace)
 		}
 	}
-	for _, name := range []string{"z8r-agent-own-zfsnode", "z8r-node-policy-labels"} {
+	for _, name := range []string{"z8r-agent-own-z8rnode", "z8r-node-policy-labels"} {
 		if policies[name] == nil {
 			t.Errorf("policy %s is not deployed", name)
 		}

@@ -230,7 +230,7 @@ func equalMaps(a, b map[string]string) bool {
 // install namespace. z8r installed into namespace z8r-alt (the agent's
 // ClusterRole bound to that namespace's z8r-agent, as a kustomize overlay
 // with `namespace: z8r-alt` renders it) is still held to its own node's
-// ZFSNode; with the policy matching only z8r-system's service account, it
+// Z8RNode; with the policy matching only z8r-system's service account, it
 // could write any node's.
 func testAgentAdmissionAnyNamespace(t *testing.T, env *kubeenv.Env) {
 	ctx := context.Background()
@@ -248,20 +248,20 @@ func testAgentAdmissionAnyNamespace(t *testing.T, env *kubeenv.Env) {
 	agentA := asUser(t, env, user, groups, "alt-node-a")
 
 	// RBAC caches take a moment: wait until the agent may create its own.
-	own := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "alt-node-a"}}
+	own := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "alt-node-a"}}
 	var lastErr error
 	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
 		lastErr = agentA.Create(ctx, own.DeepCopy())
 		return lastErr == nil, nil
 	}); err != nil {
-		t.Fatalf("agent of %s creating its own ZFSNode: %v", ns, lastErr)
+		t.Fatalf("agent of %s creating its own Z8RNode: %v", ns, lastErr)
 	}
-	err := agentA.Create(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "alt-node-b"}})
-	if err == nil || !strings.Contains(err.Error(), "may write only the ZFSNode of its own node") {
-		t.Errorf("agent in namespace %s creating another node's ZFSNode: %v, want the policy's denial", ns, err)
+	err := agentA.Create(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "alt-node-b"}})
+	if err == nil || !strings.Contains(err.Error(), "may write only the Z8RNode of its own node") {
+		t.Errorf("agent in namespace %s creating another node's Z8RNode: %v, want the policy's denial", ns, err)
 	}
 	unbound := asUser(t, env, user, groups, "")
-	if err := unbound.Create(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "alt-node-c"}}); err == nil {
-		t.Errorf("agent in namespace %s without a node name created a ZFSNode", ns)
+	if err := unbound.Create(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "alt-node-c"}}); err == nil {
+		t.Errorf("agent in namespace %s without a node name created a Z8RNode", ns)
 	}
 }

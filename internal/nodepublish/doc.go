@@ -1,6 +1,6 @@
-// Package nodepublish keeps a node's ZFSNode object current: the agent
+// Package nodepublish keeps a node's Z8RNode object current: the agent
 // publishes its address, host key, pools, ZFS implementation, version and
-// capabilities, and readiness, so the controller and `kubectl get zfsnodes`
+// capabilities, and readiness, so the controller and `kubectl get z8rnodes`
 // see them.
 //
 // Contract: Publish writes only the object's status (and creates the

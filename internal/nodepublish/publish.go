@@ -18,7 +18,7 @@ import (
 	"github.com/z8r-project/z8r/zfsexec"
 )
 
-// Publisher publishes one node's ZFSNode status.
+// Publisher publishes one node's Z8RNode status.
 type Publisher struct {
 	Client   client.Client
 	Node     string
@@ -47,9 +47,9 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 }
 
-// PublishOnce creates the ZFSNode if needed and writes its status.
+// PublishOnce creates the Z8RNode if needed and writes its status.
 func (p *Publisher) PublishOnce(ctx context.Context) error {
-	status := z8rv1.ZFSNodeStatus{
+	status := z8rv1.Z8RNodeStatus{
 		Address:            p.Address,
 		HostKey:            agent.MarshalPublicKey(p.HostKey),
 		HostKeyFingerprint: ssh.FingerprintSHA256(p.HostKey),
@@ -76,18 +76,18 @@ func (p *Publisher) PublishOnce(ctx context.Context) error {
 		}
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var zn z8rv1.ZFSNode
+		var zn z8rv1.Z8RNode
 		err := p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn)
 		if apierrors.IsNotFound(err) {
-			zn = z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: p.Node}}
+			zn = z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: p.Node}}
 			if err := p.Client.Create(ctx, &zn); err != nil && !apierrors.IsAlreadyExists(err) {
-				return fmt.Errorf("nodepublish: create ZFSNode %s: %w", p.Node, err)
+				return fmt.Errorf("nodepublish: create Z8RNode %s: %w", p.Node, err)
 			}
 			if err := p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn); err != nil {
-				return fmt.Errorf("nodepublish: get ZFSNode %s: %w", p.Node, err)
+				return fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
 			}
 		} else if err != nil {
-			return fmt.Errorf("nodepublish: get ZFSNode %s: %w", p.Node, err)
+			return fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
 		}
 		// Keep the controller's conditions; replace what the agent owns.
 		status.Conditions = zn.Status.Conditions

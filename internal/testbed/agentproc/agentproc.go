@@ -78,7 +78,7 @@ type Options struct {
 	Addr string
 	// Pools the agent may touch; default: the node's pools.
 	Pools []string
-	// Kubeconfig, when set, makes the agent publish its ZFSNode through
+	// Kubeconfig, when set, makes the agent publish its Z8RNode through
 	// that API server; otherwise publishing is off.
 	Kubeconfig string
 	// ExtraArgs are appended to the command line.

@@ -21,7 +21,7 @@ var admissionKinds = map[string]bool{"ValidatingAdmissionPolicy": true, "Validat
 
 // InstallAdmissionPolicies creates the ValidatingAdmissionPolicies and their
 // bindings exactly as deploy/z8r.yaml ships them (the node policy that
-// keeps kubelets off z8r's labels and annotations, the agent's own-ZFSNode
+// keeps kubelets off z8r's labels and annotations, the agent's own-Z8RNode
 // policy) and returns their names. The test bed's controller and agents use
 // admin credentials, so the policies bind only identities a test
 // impersonates. The API server applies a new policy a moment after it is

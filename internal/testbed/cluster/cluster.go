@@ -37,7 +37,7 @@ type NodeSpec struct {
 	Annotations map[string]string
 	// AgentArgs are extra agent flags (e.g. --command-log).
 	AgentArgs []string
-	// PoolSize of each pool's backing file (zfsnodes default: 512M).
+	// PoolSize of each pool's backing file (z8rnodes default: 512M).
 	PoolSize string
 }
 
@@ -216,12 +216,12 @@ func (c *Cluster) Annotate(ctx context.Context, node string, ann map[string]stri
 	return c.Kube.Client.Patch(ctx, &n, patch)
 }
 
-// WaitZFSNodesReady waits until every node's agent published a ready
-// ZFSNode whose host key the controller pinned.
-func (c *Cluster) WaitZFSNodesReady(ctx context.Context, timeout time.Duration) error {
+// WaitZ8RNodesReady waits until every node's agent published a ready
+// Z8RNode whose host key the controller pinned.
+func (c *Cluster) WaitZ8RNodesReady(ctx context.Context, timeout time.Duration) error {
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		for name := range c.Nodes {
-			var zn z8rv1.ZFSNode
+			var zn z8rv1.Z8RNode
 			if err := c.Kube.Client.Get(ctx, client.ObjectKey{Name: name}, &zn); err != nil {
 				return false, client.IgnoreNotFound(err)
 			}

@@ -1,7 +1,7 @@
 // Package cluster assembles the whole z8r test bed: a real control plane
 // (kubeenv: kube-apiserver, etcd, optionally the snapshot-controller), a
-// test network (netns), one zfs-fuse node per name (zfsnodes), a z8r-agent
-// process on each node publishing its ZFSNode through the API server, and
+// test network (netns), one zfs-fuse node per name (z8rnodes), a z8r-agent
+// process on each node publishing its Z8RNode through the API server, and
 // z8r's controller running in-process. End-to-end tests and `make demo`
 // both use it.
 //

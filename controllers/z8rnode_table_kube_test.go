@@ -16,10 +16,10 @@ import (
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 )
 
-// tableZFSNode drives ZFSNodeReconciler.Reconcile: a ZFSNode's published
+// tableZ8RNode drives Z8RNodeReconciler.Reconcile: a Z8RNode's published
 // and pinned host keys (and its HostKeyTrusted condition) → the pinned key,
 // the condition and the Events.
-func tableZFSNode(t *testing.T, te *tableEnv) {
+func tableZ8RNode(t *testing.T, te *tableEnv) {
 	const keyA, keyB = "ssh-ed25519 AAAAkeyA", "ssh-ed25519 AAAAkeyB"
 	tests := []struct {
 		name      string
@@ -49,12 +49,12 @@ func tableZFSNode(t *testing.T, te *tableEnv) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			c := te.client
-			zn := &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: z8rv1.ZFSNodeSpec{PinnedHostKey: tt.pinned}}
+			zn := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}, Spec: z8rv1.Z8RNodeSpec{PinnedHostKey: tt.pinned}}
 			if err := c.Create(ctx, zn); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				if err := c.Delete(ctx, &z8rv1.ZFSNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}); client.IgnoreNotFound(err) != nil {
+				if err := c.Delete(ctx, &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}); client.IgnoreNotFound(err) != nil {
 					t.Error(err)
 				}
 			})
@@ -71,14 +71,14 @@ func tableZFSNode(t *testing.T, te *tableEnv) {
 			}
 			inj := &conflicts{status: tt.conflicts}
 			rec := &recorder{}
-			r := &ZFSNodeReconciler{Client: interceptor.NewClient(c, inj.funcs()), Recorder: NewLimitedRecorder(rec)}
+			r := &Z8RNodeReconciler{Client: interceptor.NewClient(c, inj.funcs()), Recorder: NewLimitedRecorder(rec)}
 			if _, err := r.Reconcile(ctx, reconcile.Request{NamespacedName: client.ObjectKey{Name: "n1"}}); err != nil {
 				t.Fatalf("reconcile: %v", err)
 			}
 			if inj.fired != tt.conflicts {
 				t.Errorf("injected %d conflicts, want %d", inj.fired, tt.conflicts)
 			}
-			var got z8rv1.ZFSNode
+			var got z8rv1.Z8RNode
 			if err := c.Get(ctx, client.ObjectKey{Name: "n1"}, &got); err != nil {
 				t.Fatal(err)
 			}

@@ -17,8 +17,8 @@ import (
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
 )
 
-// ZFSNodeReconciler pins agent host keys on first use and reports changes.
-type ZFSNodeReconciler struct {
+// Z8RNodeReconciler pins agent host keys on first use and reports changes.
+type Z8RNodeReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
 	// Metrics: the node's readiness, heartbeat and host-key gauges (nil: none).
@@ -27,14 +27,14 @@ type ZFSNodeReconciler struct {
 	skipNameValidation bool
 }
 
-// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=z8r.dev,resources=zfsnodes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=z8r.dev,resources=z8rnodes,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=z8r.dev,resources=z8rnodes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile implements reconcile.Reconciler.
-func (r *ZFSNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := logf.FromContext(ctx).WithValues("zfsnode", req.Name)
-	var zn z8rv1.ZFSNode
+func (r *Z8RNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx).WithValues("z8rnode", req.Name)
+	var zn z8rv1.Z8RNode
 	if err := r.Client.Get(ctx, req.NamespacedName, &zn); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Metrics.ForgetNode(req.Name)
@@ -71,7 +71,7 @@ func (r *ZFSNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var cur z8rv1.ZFSNode
+		var cur z8rv1.Z8RNode
 		if err := r.Client.Get(ctx, req.NamespacedName, &cur); err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func (r *ZFSNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 }
 
 // SetupWithManager registers the reconciler.
-func (r *ZFSNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).For(&z8rv1.ZFSNode{}).Named("zfsnode").
+func (r *Z8RNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).For(&z8rv1.Z8RNode{}).Named("z8rnode").
 		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).Complete(r)
 }

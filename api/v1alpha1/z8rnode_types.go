@@ -4,9 +4,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// ZFSNodeSpec is written by the controller and by administrators, never by
+// Z8RNodeSpec is written by the controller and by administrators, never by
 // the agent.
-type ZFSNodeSpec struct {
+type Z8RNodeSpec struct {
 	// PinnedHostKey is the agent host key z8r trusts for this node, in
 	// authorized_keys format. The controller sets it on first use; after
 	// that a different key published by the agent is refused until an
@@ -15,8 +15,8 @@ type ZFSNodeSpec struct {
 	PinnedHostKey string `json:"pinnedHostKey,omitempty"`
 }
 
-// ZFSNodeStatus is published by the node's agent.
-type ZFSNodeStatus struct {
+// Z8RNodeStatus is published by the node's agent.
+type Z8RNodeStatus struct {
 	// Address is the agent's SSH endpoint, host:port.
 	Address string `json:"address,omitempty"`
 	// HostKey is the agent's public host key, in authorized_keys format.
@@ -45,11 +45,11 @@ type ZFSNodeStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
-// ZFSNode is one node's ZFS agent.
+// Z8RNode is one node's ZFS agent.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=zn
+// +kubebuilder:resource:scope=Cluster,shortName=z8rn
 // +kubebuilder:printcolumn:name="Address",type=string,JSONPath=`.status.address`
 // +kubebuilder:printcolumn:name="Pools",type=string,JSONPath=`.status.poolsSummary`
 // +kubebuilder:printcolumn:name="ZFS",type=string,JSONPath=`.status.zfsVersion`
@@ -57,24 +57,24 @@ type ZFSNodeStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=boolean,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Host-Key",type=string,JSONPath=`.status.hostKeyFingerprint`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-type ZFSNode struct {
+type Z8RNode struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
-	Spec   ZFSNodeSpec   `json:"spec,omitempty"`
-	Status ZFSNodeStatus `json:"status,omitempty"`
+	Spec   Z8RNodeSpec   `json:"spec,omitempty"`
+	Status Z8RNodeStatus `json:"status,omitempty"`
 }
 
-// ZFSNodeList is a list of ZFSNodes.
+// Z8RNodeList is a list of Z8RNodes.
 //
 // +kubebuilder:object:root=true
-type ZFSNodeList struct {
+type Z8RNodeList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
-	Items           []ZFSNode `json:"items"`
+	Items           []Z8RNode `json:"items"`
 }
 
-// Condition types and reasons on ZFSNode.
+// Condition types and reasons on Z8RNode.
 const (
 	ConditionHostKeyTrusted = "HostKeyTrusted"
 	ReasonPinnedOnFirstUse  = "PinnedOnFirstUse"
@@ -83,5 +83,5 @@ const (
 )
 
 func init() {
-	SchemeBuilder.Register(&ZFSNode{}, &ZFSNodeList{})
+	SchemeBuilder.Register(&Z8RNode{}, &Z8RNodeList{})
 }
