@@ -169,7 +169,14 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventFutureSnapshot, "Schedule",
 			"snapshots of %s are named after the controller's time %s (a clock ran ahead); the schedule does not wait for them: %v", dataset, now.UTC().Format(time.RFC3339), future)
 	}
-	if sched.Due(last, now) {
+	// A manual trigger takes one snapshot per new value, whatever the
+	// schedule says; its sync is retried until every target has it.
+	manual := ""
+	if dr.Spec.Trigger != nil && dr.Spec.Trigger.Manual != "" && dr.Spec.Trigger.Manual != status.LastManualSync {
+		manual = dr.Spec.Trigger.Manual
+	}
+	takeManual := manual != "" && status.ManualTrigger != manual
+	if sched.Due(last, now) || takeManual {
 		name, err := replicate.TakeSnapshot(ctx, src.ZFS(), dataset, r.prefix(), dr.Name, now)
 		if err != nil {
 			r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventSnapshotFailed, "Snapshot", "snapshot of %s failed: %v", dataset, err)
@@ -184,6 +191,9 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		last = now
 		status.LastSnapshot = name
 		status.LastSnapshotTime = &metav1.Time{Time: now}
+		if manual != "" {
+			status.ManualTrigger, status.ManualSnapshot = manual, name
+		}
 	}
 	next := sched.NextDue(last, now)
 	status.NextSnapshotTime = &metav1.Time{Time: next}
@@ -281,6 +291,10 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		r.Recorder.Eventf(&dr, nil, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) of %s: %v", len(pruned), dataset, pruned)
 	}
 
+	if manual != "" && status.ManualTrigger == manual && manualDone(status) {
+		status.LastManualSync = manual
+		log.Info("manual sync done", "trigger", manual, "snapshot", status.ManualSnapshot)
+	}
 	summarize(status, dr.Generation)
 	if err := r.writeStatus(ctx, &dr, status); err != nil {
 		return reconcile.Result{}, err
@@ -289,6 +303,18 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		requeue = time.Second
 	}
 	return reconcile.Result{RequeueAfter: requeue}, nil
+}
+
+// manualDone reports whether every target (not one being removed) is
+// Synced: it has the source's newest snapshot, which is the manual
+// trigger's snapshot or a later one.
+func manualDone(s *z8rv1.DatasetReplicationStatus) bool {
+	for _, t := range s.Targets {
+		if t.RemovedAt == nil && t.State != z8rv1.TargetSynced {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultRemovedTargetGrace is how long a removed target's base stays

@@ -50,6 +50,7 @@ func TestTable_Reconcilers(t *testing.T) {
 	t.Run("VolumeSnapshotReplication", func(t *testing.T) { tableVolumeSnapshotReplication(t, te) })
 	t.Run("AgentPool", func(t *testing.T) { tableAgentPool(t, te) })
 	t.Run("Promotion", func(t *testing.T) { tablePromotion(t, te) })
+	t.Run("ManualTrigger", func(t *testing.T) { tableManualTrigger(t, te) })
 	logReasons(t)
 }
 

@@ -58,6 +58,9 @@ type DatasetReplicationSpec struct {
 	// Suspend stops snapshots and transfers without forgetting state.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+	// Trigger takes a snapshot and syncs it outside the schedule.
+	// +optional
+	Trigger *ReplicationTrigger `json:"trigger,omitempty"`
 	// AllowUnplannedFailover lets a promotion (spec.source changed to a
 	// target) go ahead when the old source cannot be reached: the target
 	// is made writable at its newest snapshot (the recovery point, in
@@ -66,6 +69,18 @@ type DatasetReplicationSpec struct {
 	// the old source and is a planned switchover that loses nothing.
 	// +optional
 	AllowUnplannedFailover bool `json:"allowUnplannedFailover,omitempty"`
+}
+
+// ReplicationTrigger asks for a sync now.
+type ReplicationTrigger struct {
+	// Manual: set it to a new value (a timestamp, a counter) to take one
+	// snapshot now and send it to every target. status.lastManualSync
+	// becomes this value once every target has that snapshot; until then
+	// the sync is retried with the targets' backoff, without taking
+	// another snapshot (status.manualSnapshot names the one taken).
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Manual string `json:"manual,omitempty"`
 }
 
 // Promotion kinds.
@@ -281,6 +296,15 @@ type DatasetReplicationStatus struct {
 	Targets []TargetStatus `json:"targets,omitempty"`
 	// Conditions: Ready, Synchronizing.
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// ManualTrigger is the spec.trigger.manual value the snapshot
+	// ManualSnapshot was taken for.
+	// +optional
+	ManualTrigger  string `json:"manualTrigger,omitempty"`
+	ManualSnapshot string `json:"manualSnapshot,omitempty"`
+	// LastManualSync is the last spec.trigger.manual value whose snapshot
+	// reached every target.
+	// +optional
+	LastManualSync string `json:"lastManualSync,omitempty"`
 	// Source is the source in force: where z8r snapshots and sends from.
 	// It differs from spec.source while a promotion runs.
 	// +optional
