@@ -96,7 +96,12 @@ func (p *AgentPool) Get(ctx context.Context, node string) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: pinned host key: %w", node, err)
 	}
+	// A connection (and a failed dial) belongs to one agent process: a
+	// restarted agent (status.startedAt) is dialled at once.
 	key := zn.Status.Address + " " + pinned
+	if zn.Status.StartedAt != nil {
+		key += " " + zn.Status.StartedAt.UTC().Format(time.RFC3339)
+	}
 	// One dial at a time per node: concurrent reconciles of datasets on
 	// the same node share one connection instead of racing to replace it,
 	// and a node whose dial hangs holds up only its own callers.

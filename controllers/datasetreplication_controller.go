@@ -800,7 +800,7 @@ func (r *DatasetReplicationReconciler) SetupWithManager(mgr manager.Manager) err
 		}
 		var out []reconcile.Request
 		for _, dr := range list.Items {
-			involved := dr.Spec.Source.Node == o.GetName()
+			involved := dr.Spec.Source.Node == o.GetName() || (dr.Status.Source != nil && dr.Status.Source.Node == o.GetName())
 			for _, t := range dr.Spec.Targets {
 				involved = involved || t.Node == o.GetName()
 			}

@@ -20,7 +20,8 @@ func generationOrDeletion() predicate.Predicate {
 }
 
 // readyOrKeyChanged passes Z8RNode updates that can unblock a replication:
-// readiness, address or host key (pin) changes, not heartbeats.
+// readiness, address or host key (pin) changes and an agent restart
+// (status.startedAt), not heartbeats.
 func readyOrKeyChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
@@ -30,7 +31,8 @@ func readyOrKeyChanged() predicate.Predicate {
 				return true
 			}
 			return o.Status.Ready != n.Status.Ready || o.Status.Address != n.Status.Address ||
-				o.Status.HostKey != n.Status.HostKey || o.Spec.PinnedHostKey != n.Spec.PinnedHostKey
+				o.Status.HostKey != n.Status.HostKey || o.Spec.PinnedHostKey != n.Spec.PinnedHostKey ||
+				!o.Status.StartedAt.Equal(n.Status.StartedAt)
 		},
 	}
 }

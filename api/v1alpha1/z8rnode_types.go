@@ -39,6 +39,11 @@ type Z8RNodeStatus struct {
 	Ready bool `json:"ready"`
 	// LastHeartbeatTime is when the agent last refreshed this status.
 	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+	// StartedAt is when the agent process started. A new value means the
+	// agent restarted: the controller redials it at once and retries, right
+	// away, the replications that were waiting for it.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
 	// Message explains Ready=false.
 	Message string `json:"message,omitempty"`
 	// Conditions: HostKeyTrusted (set by the controller).

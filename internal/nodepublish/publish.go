@@ -28,6 +28,9 @@ type Publisher struct {
 	ZFS      *zfsexec.ZFS
 	Interval time.Duration
 	Log      logr.Logger
+	// StartedAt is published as status.startedAt; zero: the time of the
+	// first PublishOnce.
+	StartedAt time.Time
 }
 
 // Run publishes now and then every Interval until ctx ends.
@@ -59,6 +62,10 @@ func (p *Publisher) PublishOnce(ctx context.Context) error {
 	}
 	now := metav1.Now()
 	status.LastHeartbeatTime = &now
+	if p.StartedAt.IsZero() {
+		p.StartedAt = now.Time
+	}
+	status.StartedAt = &metav1.Time{Time: p.StartedAt.UTC().Truncate(time.Second)}
 	caps, err := p.ZFS.Capabilities(ctx)
 	if err != nil {
 		status.Ready = false
