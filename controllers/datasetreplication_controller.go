@@ -714,6 +714,14 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 		r.Recorder.Eventf(dr, nil, corev1.EventTypeWarning, z8rv1.EventSourceUnavailable, "Release", "cannot release holds on %s yet: %v", source.Node, err)
 		return reconcile.Result{RequeueAfter: retryUnavailable}, nil
 	}
+	// The old source of an unplanned failover that never rejoined still
+	// has the old direction's holds: released if it can be reached, else
+	// named in a Warning.
+	if p := dr.Status.Promotion; p != nil && p.Rejoin == z8rv1.RejoinPending {
+		if leaked := r.releaseOldSourceHolds(ctx, dr); leaked != "" {
+			r.Recorder.Eventf(dr, nodeRef(p.From.Node), corev1.EventTypeWarning, z8rv1.EventHoldsLeaked, "Release", "%s", leaked)
+		}
+	}
 	// The hold on each target's last received snapshot: best effort (a
 	// target node that is gone or down must not keep the object forever),
 	// and named in a Warning when it stays.

@@ -365,14 +365,11 @@ func (r *DatasetReplicationReconciler) rejoin(ctx context.Context, dr *z8rv1.Dat
 	}
 	// The old direction's holds on the old source: every target it had
 	// (the new source included).
-	for _, t := range dr.Spec.Targets {
-		ds := targetDataset(*dr, t)
-		if t.Node == p.From.Node && ds == p.From.Dataset {
-			continue
+	for _, id := range oldDirectionIDs(dr, p) {
+		if err := replicate.Unprotect(ctx, old.ZFS(), p.From.Dataset, id); err != nil {
+			log.Error(err, "releasing the old direction's holds on the returning old source failed", "target", id)
 		}
-		_ = replicate.Unprotect(ctx, old.ZFS(), p.From.Dataset, policy.ID(t.Node, ds))
 	}
-	_ = replicate.Unprotect(ctx, old.ZFS(), p.From.Dataset, policy.ID(p.To.Node, p.To.Dataset))
 
 	base, tail, err := replicate.CommonBase(ctx, old.ZFS(), p.From.Dataset, src.ZFS(), p.To.Dataset)
 	if err != nil {
@@ -428,4 +425,45 @@ func freeze(ctx context.Context, n *Node, fs, origin string) error {
 		logf.FromContext(ctx).Info("unmounting the frozen old source failed; it stays mounted read-only", "dataset", fs, "error", err.Error())
 	}
 	return nil
+}
+
+// oldDirectionIDs are the target ids the old direction of promotion p
+// protected on its old source: the promoted target and every other
+// target of dr but the old source itself.
+func oldDirectionIDs(dr *z8rv1.DatasetReplication, p *z8rv1.PromotionStatus) []string {
+	ids := []string{policy.ID(p.To.Node, p.To.Dataset)}
+	for _, t := range dr.Spec.Targets {
+		ds := targetDataset(*dr, t)
+		if t.Node == p.From.Node && ds == p.From.Dataset {
+			continue
+		}
+		ids = append(ids, policy.ID(t.Node, ds))
+	}
+	return ids
+}
+
+// releaseOldSourceHolds releases, on the old source of an unplanned
+// failover that has not rejoined, the holds of the old direction. It
+// returns "" when done, else what was left and why.
+func (r *DatasetReplicationReconciler) releaseOldSourceHolds(ctx context.Context, dr *z8rv1.DatasetReplication) string {
+	p := dr.Status.Promotion
+	ids := oldDirectionIDs(dr, p)
+	old, err := r.Agents.Get(ctx, p.From.Node)
+	if err == nil {
+		for _, id := range ids {
+			if err = replicate.Unprotect(ctx, old.ZFS(), p.From.Dataset, id); err != nil {
+				r.Agents.DropFailed(err, old)
+				break
+			}
+		}
+	}
+	if err == nil {
+		return ""
+	}
+	tags := make([]string, 0, 2*len(ids))
+	for _, id := range ids {
+		tags = append(tags, snapname.HoldTag(id), snapname.StepHoldTag(id))
+	}
+	return fmt.Sprintf("old source %s never rejoined and cannot be reached (%v): release these holds on %s by hand when it returns (zfs release TAG SNAPSHOT): %v",
+		refString(p.From), err, p.From.Dataset, tags)
 }

@@ -11,8 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/replicate"
 	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/snapname"
@@ -284,6 +286,39 @@ func tablePromotion(t *testing.T, te *tableEnv) {
 					t.Errorf("the aside %s has %v, want the tail snapshot holding the writes", p.TailAside, got)
 				}
 				noneOf(t, "src", h.mutatedSinceMark("src"), "destroy", "rollback")
+			},
+		},
+		{
+			name: "deleted before the old source rejoined: its holds are named in a Warning",
+			setup: func(h *drHarness) {
+				h.dataset("src", "tank/a")
+				h.create(rep("r", "src", to("dst")))
+				h.reconcile("r")
+				h.nodes.unreachable["src"] = true
+				h.swap("r", "dst", "src", true)
+				h.reconcile("r")
+				if err := h.c.Delete(h.ctx, h.get("r")); err != nil {
+					h.t.Fatal(err)
+				}
+				h.mark()
+			},
+			check: func(t *testing.T, h *drHarness) {
+				h.reconcile("r")
+				var leaked []string
+				found := false
+				for _, e := range h.rec.got {
+					if e.Reason == z8rv1.EventHoldsLeaked && e.Related == "src" {
+						leaked = append(leaked, e.Note)
+						found = found || (strings.Contains(e.Note, snapname.HoldTag(policy.ID("dst", "tank/a"))) && strings.Contains(e.Note, "never rejoined"))
+					}
+				}
+				if !found {
+					t.Errorf("no HoldsLeaked on src naming the old direction's base tag: %q", leaked)
+				}
+				var dr z8rv1.DatasetReplication
+				if err := h.c.Get(h.ctx, client.ObjectKey{Name: "r"}, &dr); err == nil {
+					t.Errorf("the replication is still there with finalizers %v", dr.Finalizers)
+				}
 			},
 		},
 		{
