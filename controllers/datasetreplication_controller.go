@@ -305,6 +305,14 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	return reconcile.Result{RequeueAfter: requeue}, nil
 }
 
+// bandwidthLimit is spec.bandwidthLimit in bytes per second (0: none).
+func bandwidthLimit(dr *z8rv1.DatasetReplication) int64 {
+	if q := dr.Spec.BandwidthLimit; q != nil && q.Sign() > 0 {
+		return q.Value()
+	}
+	return 0
+}
+
 // manualDone reports whether every target (not one being removed) is
 // Synced: it has the source's newest snapshot, which is the manual
 // trigger's snapshot or a later one.
@@ -425,7 +433,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	res, err := replicate.SyncTarget(ctx, src, dr.Spec.Source.Dataset, replicate.Target{
 		ID: id, PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
-	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress})
+	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress, RateLimit: bandwidthLimit(dr)})
 	transferred()
 	transferEnded()
 	ts.SnapshotsBehind = res.Behind

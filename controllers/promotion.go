@@ -268,7 +268,7 @@ func (r *DatasetReplicationReconciler) switchover(ctx context.Context, dr *z8rv1
 	res, err := replicate.SyncTarget(ctx, old, from.Dataset, replicate.Target{
 		ID: policy.ID(to.Node, to.Dataset), PolicyID: dr.Name, Origin: refString(from),
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: to.Dataset,
-	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign})
+	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, RateLimit: bandwidthLimit(dr)})
 	var ce *plan.ConflictError
 	if errors.As(err, &ce) {
 		// The target grew: it cannot become the source without losing

@@ -60,13 +60,21 @@ func PipeCounted(ctx context.Context, src *ZFS, so SendOptions, dst *ZFS, ro Rec
 }
 
 // CountingWriter counts the bytes written through it; N is safe to call
-// from another goroutine while writes go on.
+// from another goroutine while writes go on. Pace, if set, is called with
+// each write's length before it is passed on: it may block to hold a rate
+// (the agents' bandwidth limits), and an error it returns fails the write.
 type CountingWriter struct {
-	W io.Writer
-	n atomic.Int64
+	W    io.Writer
+	Pace func(n int) error
+	n    atomic.Int64
 }
 
 func (c *CountingWriter) Write(p []byte) (int, error) {
+	if c.Pace != nil {
+		if err := c.Pace(len(p)); err != nil {
+			return 0, err
+		}
+	}
 	n, err := c.W.Write(p)
 	c.n.Add(int64(n))
 	return n, err

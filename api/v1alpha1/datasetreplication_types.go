@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -58,6 +59,12 @@ type DatasetReplicationSpec struct {
 	// Suspend stops snapshots and transfers without forgetting state.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+	// BandwidthLimit caps each transfer of this replication, in bytes per
+	// second ("20Mi" is 20 MiB/s), in the source agent's data path. The
+	// source node's own limit (the agent's --bandwidth-limit) applies as
+	// well. Default: none.
+	// +optional
+	BandwidthLimit *resource.Quantity `json:"bandwidthLimit,omitempty"`
 	// Trigger takes a snapshot and syncs it outside the schedule.
 	// +optional
 	Trigger *ReplicationTrigger `json:"trigger,omitempty"`

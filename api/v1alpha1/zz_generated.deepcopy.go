@@ -108,6 +108,11 @@ func (in *DatasetReplicationSpec) DeepCopyInto(out *DatasetReplicationSpec) {
 		*out = make([]ReplicationTarget, len(*in))
 		copy(*out, *in)
 	}
+	if in.BandwidthLimit != nil {
+		in, out := &in.BandwidthLimit, &out.BandwidthLimit
+		x := (*in).DeepCopy()
+		*out = &x
+	}
 	if in.Trigger != nil {
 		in, out := &in.Trigger, &out.Trigger
 		*out = new(ReplicationTrigger)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/crypto/ssh"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -57,6 +58,7 @@ func main() {
 		maxOutput        = flag.Int64("max-output", agent.DefaultMaxOutput, "bound in bytes on the output of a non-stream command (negative: none)")
 		requestTimeout   = flag.Duration("request-timeout", agent.DefaultRequestTimeout, "deadline of a non-stream request (negative: none)")
 		stallTimeout     = flag.Duration("stall-timeout", agent.DefaultStallTimeout, "abort a transfer or zfs send/recv that moved no byte for this long (negative: never)")
+		bandwidthLimit   = flag.String("bandwidth-limit", "", "cap, in bytes per second, on everything this node sends in transfers, all of them together (a quantity: 50Mi is 50 MiB/s; empty: none); a replication's spec.bandwidthLimit applies as well")
 	)
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -96,6 +98,14 @@ func main() {
 		defer f.Close()
 		auditW = f
 	}
+	var rateLimit int64
+	if *bandwidthLimit != "" {
+		q, err := resource.ParseQuantity(*bandwidthLimit)
+		if err != nil || q.Sign() < 0 {
+			fail(log, fmt.Errorf("--bandwidth-limit %q: want a non-negative quantity such as 50Mi: %v", *bandwidthLimit, err), "configure server")
+		}
+		rateLimit = q.Value()
+	}
 	srv, err := agent.NewServer(agent.ServerConfig{
 		HostKey:          hostKey,
 		AuthorizedKeys:   agent.AuthorizedKeysFile(*authorizedKeys),
@@ -110,6 +120,7 @@ func main() {
 		MaxOutput:        *maxOutput,
 		RequestTimeout:   *requestTimeout,
 		StallTimeout:     *stallTimeout,
+		RateLimit:        rateLimit,
 	})
 	if err != nil {
 		fail(log, err, "configure server")

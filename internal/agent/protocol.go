@@ -114,6 +114,10 @@ type TransferRequest struct {
 	// refuses a transfer without one, or one that differs from the request
 	// in any field; the target admits only what it names.
 	Grant string `json:"grant,omitempty"`
+	// RateLimit caps this transfer at that many bytes per second on the
+	// source (0: no cap of its own). The source agent's own node-wide
+	// limit (ServerConfig.RateLimit) applies as well.
+	RateLimit int64 `json:"rateLimit,omitempty"`
 }
 
 // Progress is reported while a transfer runs.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/time/rate"
 
 	"github.com/z8r-project/z8r/zfsexec"
 )
@@ -63,6 +64,10 @@ type ServerConfig struct {
 	// that moved no byte for that long, as a cancellation does; the
 	// request fails with ErrStalled.
 	StallTimeout time.Duration
+	// RateLimit caps, in bytes per second, everything this agent sends
+	// in transfers, all of them together (0: no node-wide cap). A
+	// transfer's own TransferRequest.RateLimit applies as well.
+	RateLimit int64
 }
 
 func (c *ServerConfig) setDefaults() {
@@ -103,6 +108,9 @@ type Server struct {
 	accepted     sync.Map // remote address -> client
 	unauth       *connLimiter
 	acceptErrors atomic.Int64
+	// nodeRate paces all transfers together (ServerConfig.RateLimit);
+	// nil: no node-wide cap.
+	nodeRate *rate.Limiter
 
 	mu       sync.Mutex
 	conns    map[*ssh.ServerConn]struct{}
@@ -124,7 +132,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{},
-		unauth: newConnLimiter(cfg.MaxUnauthConns, cfg.MaxUnauthPerAddr)}
+		unauth: newConnLimiter(cfg.MaxUnauthConns, cfg.MaxUnauthPerAddr), nodeRate: newRateLimiter(cfg.RateLimit)}
 	return s, nil
 }
 
@@ -474,7 +482,7 @@ func (s *Server) handleTransfer(ctx context.Context, who client, log logr.Logger
 	defer stop(nil)
 	log = log.WithValues("snapshot", req.Send.Snapshot, "from", req.Send.From, "target", req.TargetAddr, "dataset", req.Recv.Target, "grant", cert.KeyId)
 	start := time.Now()
-	res, err := s.transfer(ctx, stop, cert, grant, ch)
+	res, err := s.transfer(ctx, stop, cert, grant, req.RateLimit, ch)
 	st := endStatus(ctx, err)
 	st.Bytes, st.Elapsed = res.Bytes, time.Since(start).Milliseconds()
 	log.V(1).Info("transfer finished", "bytes", res.Bytes, "duration", time.Since(start).String(), "error", errString(err))
@@ -562,7 +570,7 @@ func checkTransferRequest(p Policy, req TransferRequest) error {
 // verifying the granted host key, logs in with its host key certified by
 // the grant, and pipes the send into the target's receive. The connection
 // is the transfer's own and closed when it ends.
-func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, cert *ssh.Certificate, g Grant, ch ssh.Channel) (Result, error) {
+func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, cert *ssh.Certificate, g Grant, limit int64, ch ssh.Channel) (Result, error) {
 	hostKey, err := g.targetHostKey()
 	if err != nil {
 		return Result{}, err
@@ -577,7 +585,7 @@ func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, cer
 	}
 	defer peer.Close()
 	start := time.Now()
-	cw := &zfsexec.CountingWriter{}
+	cw := &zfsexec.CountingWriter{Pace: pace(ctx, s.nodeRate, newRateLimiter(limit))}
 	// A stall (no byte for StallTimeout) cancels both ends as a client's
 	// cancellation does: the send is killed and the peer channel closed,
 	// which kills the receive on the target.

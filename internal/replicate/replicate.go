@@ -179,6 +179,9 @@ func (t Target) origin(srcDataset string) string {
 // Options tune a sync.
 type Options struct {
 	IncludeForeign bool
+	// RateLimit caps each transfer at that many bytes per second on the
+	// source agent (agent.TransferRequest.RateLimit); 0: no cap.
+	RateLimit int64
 	// Progress, if set, receives transfer progress.
 	Progress func(step int, p agent.Progress)
 	// Trace, if set, receives the time each phase of the sync took:

@@ -181,7 +181,8 @@ func (s *session) resume(ctx context.Context) (*StepResult, error) {
 	req := agent.TransferRequest{
 		Send:       zfsexec.SendOptions{ResumeToken: token},
 		TargetAddr: s.t.Addr, TargetHostKey: s.t.HostKey,
-		Recv: zfsexec.RecvOptions{Target: s.t.Dataset, Unmounted: true, Resumable: true},
+		Recv:      zfsexec.RecvOptions{Target: s.t.Dataset, Unmounted: true, Resumable: true},
+		RateLimit: s.opts.RateLimit,
 	}
 	if m.tok.IsIncremental() {
 		// The target agent checks the base by GUID before receiving.

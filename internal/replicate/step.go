@@ -80,6 +80,7 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 			TargetAddr:    s.t.Addr,
 			TargetHostKey: s.t.HostKey,
 			Recv:          zfsexec.RecvOptions{Target: s.t.Dataset, Unmounted: true, Resumable: s.resumable(), Force: force},
+			RateLimit:     s.opts.RateLimit,
 		}
 		if step.From != nil {
 			sep := "@"

@@ -37,7 +37,7 @@ type NodeSpec struct {
 	Annotations map[string]string
 	// AgentArgs are extra agent flags (e.g. --command-log).
 	AgentArgs []string
-	// PoolSize of each pool's backing file (z8rnodes default: 512M).
+	// PoolSize of each pool's backing file (zfsnodes default: 512M).
 	PoolSize string
 }
 
