@@ -77,6 +77,16 @@ func TestParse_Replications(t *testing.T) {
 		{"master without replicas",
 			[]Node{node("n1", seedOn, AnnSeedMaster+"=tank/a")},
 			[]Replication{repl("n1", "tank/a")}},
+		{"unplanned failover allowed by the master",
+			[]Node{
+				node("n1", seedOn, AnnSeedMaster+"=tank/a", AnnAllowUnplannedFailover+"=true"),
+				node("n2", seedOn, AnnSeedReplica+"=tank/a", AnnAllowUnplannedFailover+"=true"),
+			},
+			[]Replication{func() Replication {
+				r := repl("n1", "tank/a", target("n2", "tank/a"))
+				r.AllowUnplannedFailover = true
+				return r
+			}()}},
 		{"schedule canonicalised",
 			[]Node{node("n1", z8rOn, AnnMaster+"=tank/a", AnnSchedule+"=@every 90m")},
 			[]Replication{func() Replication { r := repl("n1", "tank/a"); r.Schedule = "1h30m"; return r }()}},
@@ -177,9 +187,10 @@ func TestParse_Problems(t *testing.T) {
 			[]Problem{problem("n2", AnnTargetRetention, "last=0", "at least 1", true)},
 			[]string{"n2"}},
 		{"bad booleans",
-			[]Node{node("n1", z8rOn, AnnMaster+"=tank/a", AnnReplicateForeign+"=yes", AnnRollbackDiverged+"=1")},
+			[]Node{node("n1", z8rOn, AnnMaster+"=tank/a", AnnReplicateForeign+"=yes", AnnRollbackDiverged+"=1", AnnAllowUnplannedFailover+"=sure")},
 			[]Replication{},
 			[]Problem{
+				problem("n1", AnnAllowUnplannedFailover, "sure", "want true or false", true),
 				problem("n1", AnnReplicateForeign, "yes", "want true or false", true),
 				problem("n1", AnnRollbackDiverged, "1", "want true or false", true),
 			},
