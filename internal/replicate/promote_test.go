@@ -297,3 +297,49 @@ func TestSyncTarget_ReplicaIsCanmountNoauto(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncTarget_RepairReleasesAReplicaHoldLeftBehind: a controller killed
+// after the replica hold went on the newest received snapshot but before
+// it left the previous one (found by the chaos suite) leaves the tag on
+// both; the next sync releases it from the older one and keeps it on the
+// newest, and runs no release at all in the steady state.
+func TestSyncTarget_RepairReleasesAReplicaHoldLeftBehind(t *testing.T) {
+	for _, impl := range []zfsexec.Implementation{zfsexec.ImplOpenZFS, zfsexec.ImplZFSFuse} {
+		t.Run(string(impl), func(t *testing.T) {
+			ctx := context.Background()
+			p := newFakePair(t, impl)
+			first, err := replicate.List(ctx, p.dz, "tank/replica")
+			fatalIf(t, err)
+			old := first.Newest(false).Name
+			p.snapshot(t)
+			_, err = replicate.SyncTarget(ctx, p.ep, "tank/data", p.tgt, replicate.Options{})
+			fatalIf(t, err)
+			// The crash: the tag back on the previous snapshot.
+			tag := snapname.ReplicaHoldTag(p.tgt.ID)
+			fatalIf(t, p.dz.Hold(ctx, tag, old))
+
+			_, err = replicate.SyncTarget(ctx, p.ep, "tank/data", p.tgt, replicate.Options{})
+			fatalIf(t, err)
+			l, err := replicate.List(ctx, p.dz, "tank/replica")
+			fatalIf(t, err)
+			for _, d := range l.Snapshots {
+				want := uint64(0)
+				if d.Name == l.Newest(false).Name {
+					want = 1
+				}
+				if d.UserRefs != want {
+					t.Errorf("%s has %d hold(s), want %d", d.Name, d.UserRefs, want)
+				}
+			}
+			// Steady state: another sync releases nothing on the target.
+			before := len(p.dst.Commands())
+			_, err = replicate.SyncTarget(ctx, p.ep, "tank/data", p.tgt, replicate.Options{})
+			fatalIf(t, err)
+			for _, argv := range p.dst.Commands()[before:] {
+				if argv[1] == "release" {
+					t.Errorf("steady state ran %q", argv)
+				}
+			}
+		})
+	}
+}

@@ -67,8 +67,12 @@ func (s *session) repair(ctx context.Context, res *Result) error {
 		// hold come after the receive, readonly first). What the source's
 		// side may have left (the base hold not moved, step holds) is
 		// finished by this sync's protect or next step, which move the
-		// base to the target's newest and sweep the step tag.
-		return nil
+		// base to the target's newest and sweep the step tag. A crash
+		// between the hold on the newest and the release from the
+		// previous snapshot leaves the replica tag on both: it leaves
+		// every older held snapshot here (only z8r's tag; none is held in
+		// the steady state, so this usually runs nothing).
+		return releaseTagFromHeld(ctx, s.tz, snapname.ReplicaHoldTag(s.t.ID), &s.tgtList, newest.ShortName())
 	}
 	inFlight, err := s.stepHeld(ctx, srcSnap)
 	if err != nil {
