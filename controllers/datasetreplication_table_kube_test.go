@@ -71,6 +71,18 @@ func (h *drHarness) counter(name string, labels ...string) float64 {
 
 var tableStart = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 
+// newDRHarness is a DatasetReplication case's world: fake nodes, the
+// controller's clock at tableStart, a recorder and fresh metrics; its
+// replications are removed when the case ends.
+func newDRHarness(t *testing.T, te *tableEnv, nodes ...string) *drHarness {
+	h := &drHarness{t: t, ctx: context.Background(), c: te.client, nodes: newFakeNodes(nodes...), rec: &recorder{},
+		clock: clocktest.New(tableStart), marks: map[string]int{}, metrics: prometheus.NewRegistry()}
+	h.r = &DatasetReplicationReconciler{Client: te.client, Recorder: NewLimitedRecorder(h.rec), Agents: h.nodes, Clock: h.clock,
+		Metrics: NewMetrics(h.metrics)}
+	t.Cleanup(func() { cleanupReplications(t, te.client) })
+	return h
+}
+
 func (h *drHarness) node(name string) *fakezfs.Node { return h.nodes.nodes[name] }
 
 // dataset creates a filesystem with some data on a node.
@@ -711,11 +723,7 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			inj := &conflicts{status: tt.conflicts[0], spec: tt.conflicts[1]}
-			h := &drHarness{t: t, ctx: ctx, c: te.client, nodes: newFakeNodes(tt.nodes...), rec: &recorder{},
-				clock: clocktest.New(tableStart), marks: map[string]int{}, metrics: prometheus.NewRegistry()}
-			h.r = &DatasetReplicationReconciler{Client: te.client, Recorder: NewLimitedRecorder(h.rec), Agents: h.nodes, Clock: h.clock,
-				Metrics: NewMetrics(h.metrics)}
-			t.Cleanup(func() { cleanupReplications(t, te.client) })
+			h := newDRHarness(t, te, tt.nodes...)
 			tt.setup(h)
 			h.r.Client = interceptor.NewClient(te.client, inj.funcs())
 

@@ -3,16 +3,12 @@
 package controllers
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/schedule/clocktest"
 	"github.com/z8r-project/z8r/internal/testbed/fakezfs"
 )
 
@@ -93,12 +89,7 @@ func tableManualTrigger(t *testing.T, te *tableEnv) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
-			h := &drHarness{t: t, ctx: ctx, c: te.client, nodes: newFakeNodes("src", "dst"), rec: &recorder{},
-				clock: clocktest.New(tableStart), marks: map[string]int{}, metrics: prometheus.NewRegistry()}
-			h.r = &DatasetReplicationReconciler{Client: te.client, Recorder: NewLimitedRecorder(h.rec), Agents: h.nodes, Clock: h.clock,
-				Metrics: NewMetrics(h.metrics)}
-			t.Cleanup(func() { cleanupReplications(t, te.client) })
+			h := newDRHarness(t, te, "src", "dst")
 			h.dataset("src", "tank/a")
 			h.create(rep("r", "src", to("dst")))
 			h.reconcile("r")
