@@ -113,7 +113,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			"Schedule activations since the newest snapshot a target has: how many snapshot intervals the target is behind now.", labels, nil),
 			targets: map[[2]string]missedEntry{}},
 		transferActive: gauge("z8r_transfer_active", "1 while a sync of a target is transferring.", labels...),
-		transferBytes:  gauge("z8r_transfer_bytes", "Bytes the running (or last) sync of a target has moved so far.", labels...),
+		transferBytes:  gauge("z8r_transfer_bytes", "Bytes the running sync of a target has moved so far, or the last sync that moved data.", labels...),
 		transferMoved: gauge("z8r_transfer_last_progress_timestamp_seconds",
 			"Unix time a target's running sync last moved bytes (its start until the first report).", labels...),
 
@@ -318,12 +318,16 @@ func missedIntervals(s schedule.Schedule, newest, now time.Time) int {
 // z8r_transfer_last_progress_timestamp_seconds is when they last grew. It
 // returns the progress function to pass to the sync (it calls next too)
 // and done, to call when the sync returned.
+//
+// z8r_transfer_bytes starts again from the first report of a sync that
+// moves data: a sync with nothing to send (most reconciles) leaves the last
+// transfer's bytes in place instead of zeroing them.
 func (m *Metrics) Transfer(rep, target string, next func(int, agent.Progress)) (progress func(int, agent.Progress), done func()) {
 	if m == nil {
 		return next, func() {}
 	}
 	m.transferActive.WithLabelValues(rep, target).Set(1)
-	m.transferBytes.WithLabelValues(rep, target).Set(0)
+	m.transferBytes.WithLabelValues(rep, target) // the series exists from the first sync on
 	m.transferMoved.WithLabelValues(rep, target).Set(unixSeconds(m.now()))
 	var mu sync.Mutex
 	step, stepBytes, doneBytes := 0, int64(0), int64(0)

@@ -314,6 +314,19 @@ func TestMetrics_Transfer(t *testing.T) {
 	if get("z8r_transfer_active") != 0 {
 		t.Error("transfer still active after done")
 	}
+	// A later sync with nothing to send keeps the last transfer's bytes;
+	// one that moves data counts from its own first report.
+	_, done = m.Transfer("r", "n2:tank/a", nil)
+	done()
+	if got := get("z8r_transfer_bytes"); got != 260 {
+		t.Errorf("after a sync that sent nothing: bytes %v, want the last transfer's 260", got)
+	}
+	progress, done = m.Transfer("r", "n2:tank/a", nil)
+	progress(0, agent.Progress{Bytes: 7})
+	done()
+	if got := get("z8r_transfer_bytes"); got != 7 {
+		t.Errorf("a new transfer's first report: bytes %v, want 7", got)
+	}
 	var nilM *Metrics
 	p, d := nilM.Transfer("r", "t", nil)
 	if p != nil {
