@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -26,7 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/failpoint"
 	"github.com/z8r-project/z8r/internal/plan"
 	"github.com/z8r-project/z8r/internal/policy"
@@ -52,6 +50,10 @@ type DatasetReplicationReconciler struct {
 	SnapshotPrefix string
 	// MaxConcurrent syncs of different datasets (default 4).
 	MaxConcurrent int
+
+	// ProgressInterval is how often a running sync's progress is written
+	// to status (default DefaultProgressInterval).
+	ProgressInterval time.Duration
 
 	// RemovedTargetGrace is how long a target removed from the spec keeps
 	// its base held on the source (default DefaultRemovedTargetGrace).
@@ -295,6 +297,11 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		status.LastManualSync = manual
 		log.Info("manual sync done", "trigger", manual, "snapshot", status.ManualSnapshot)
 	}
+	// No sync runs past this point: a transfer recorded by one that ended
+	// (or by a controller that crashed mid-sync) is over.
+	for i := range status.Targets {
+		status.Targets[i].Transfer = nil
+	}
 	summarize(status, dr.Generation)
 	if err := r.writeStatus(ctx, &dr, status); err != nil {
 		return reconcile.Result{}, err
@@ -407,6 +414,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	ts := prev
 	ts.Node, ts.Dataset = t.Node, targetDataset(*dr, t)
 	ts.RemovedAt = nil // back in the spec within the grace period
+	ts.Transfer = nil  // written anew while this sync runs
 	label := ts.Node + ":" + ts.Dataset
 	related := nodeRef(t.Node)
 	fail := func(state, reason string, err error) z8rv1.TargetStatus {
@@ -428,13 +436,13 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	}
 	id := policy.ID(t.Node, ts.Dataset)
 	start := time.Now()
-	progress, transferred := r.markSyncing(ctx, dr, ts.Node, ts.Dataset)
-	progress, transferEnded := r.Metrics.Transfer(dr.Name, label, progress)
+	watch := r.watchSync(ctx, dr, ts.Node, ts.Dataset)
+	progress, transferEnded := r.Metrics.Transfer(dr.Name, label, watch.Progress)
 	res, err := replicate.SyncTarget(ctx, src, dr.Spec.Source.Dataset, replicate.Target{
 		ID: id, PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
-	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress, RateLimit: bandwidthLimit(dr)})
-	transferred()
+	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr)})
+	watch.Ended()
 	transferEnded()
 	ts.SnapshotsBehind = res.Behind
 	if res.ProtectedBase != "" {
@@ -515,56 +523,6 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 // replication's, else the default for targets.
 func targetRetention(dr *z8rv1.DatasetReplication, t z8rv1.ReplicationTarget) string {
 	return orDefault(t.Retention, orDefault(dr.Spec.Retention, retention.DefaultTarget))
-}
-
-// markSyncing makes a target's transfer visible while it runs: on the
-// first progress report of the sync (agents report every second, so a
-// transfer that takes longer shows) the target's state in the object's
-// status becomes Syncing. The returned transferred must be called when the
-// sync returned; it waits for that write, so the status the reconcile
-// writes at its end (with the sync's outcome) always comes after it.
-func (r *DatasetReplicationReconciler) markSyncing(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset string) (progress func(int, agent.Progress), transferred func()) {
-	started, stop, written := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	go func() {
-		defer close(written)
-		select {
-		case <-started:
-		case <-stop:
-			select {
-			case <-started: // reported, however short: recorded all the same
-			default:
-				return
-			}
-		}
-		if err := r.setTargetState(ctx, dr, node, dataset, z8rv1.TargetSyncing); err != nil {
-			logf.FromContext(ctx).Error(err, "recording a target as syncing failed", "node", node, "dataset", dataset)
-		}
-	}()
-	progress = func(int, agent.Progress) { once.Do(func() { close(started) }) }
-	transferred = func() {
-		close(stop)
-		<-written
-	}
-	return progress, transferred
-}
-
-// setTargetState sets one target's state in dr's status as stored, adding
-// the target if the status does not list it yet; the rest is left as it is.
-func (r *DatasetReplicationReconciler) setTargetState(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset, state string) error {
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var cur z8rv1.DatasetReplication
-		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(dr), &cur); err != nil {
-			return client.IgnoreNotFound(err)
-		}
-		i := slices.IndexFunc(cur.Status.Targets, func(t z8rv1.TargetStatus) bool { return t.Node == node && t.Dataset == dataset })
-		if i < 0 {
-			cur.Status.Targets = append(cur.Status.Targets, z8rv1.TargetStatus{Node: node, Dataset: dataset})
-			i = len(cur.Status.Targets) - 1
-		}
-		cur.Status.Targets[i].State = state
-		return r.Client.Status().Update(ctx, &cur)
-	})
 }
 
 // summarize fills the aggregate fields kubectl shows.

@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -13,11 +15,11 @@ import (
 	"github.com/z8r-project/z8r/internal/agent"
 )
 
-// TestMarkSyncing_SetOnFirstProgress: a target's state becomes Syncing
-// (and only that target's) once its transfer reports progress, is written
-// before transferred returns, and is not written for a sync that
-// transferred nothing.
-func TestMarkSyncing_SetOnFirstProgress(t *testing.T) {
+// TestWatchSync_SetOnFirstProgress: a target's state becomes Syncing
+// (and only that target's), with its transfer's bytes, once its transfer
+// reports progress, is written before Ended returns, and is not written
+// for a sync that transferred nothing.
+func TestWatchSync_SetOnFirstProgress(t *testing.T) {
 	tests := []struct {
 		name     string
 		node     string
@@ -51,11 +53,11 @@ func TestMarkSyncing_SetOnFirstProgress(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			progress, transferred := r.markSyncing(ctx, &before, tt.node, "tank/a")
+			w := r.watchSync(ctx, &before, tt.node, "tank/a")
 			for i := range tt.progress {
-				progress(0, agent.Progress{Bytes: int64(i) * 4096})
+				w.Progress(0, agent.Progress{Bytes: int64(i+1) * 4096})
 			}
-			transferred()
+			w.Ended()
 
 			var after z8rv1.DatasetReplication
 			if err := c.Get(ctx, client.ObjectKey{Name: "r"}, &after); err != nil {
@@ -70,6 +72,9 @@ func TestMarkSyncing_SetOnFirstProgress(t *testing.T) {
 				if ts.Node == "n3" && ts.ConsecutiveFailures != 2 {
 					t.Errorf("n3's failure count changed to %d", ts.ConsecutiveFailures)
 				}
+				if ts.Node == tt.node && tt.writes && (ts.Transfer == nil || ts.Transfer.BytesDone <= 0 || ts.Transfer.Step != 1) {
+					t.Errorf("target %s: transfer %+v, want step 1 with bytes done", ts.Node, ts.Transfer)
+				}
 			}
 			if len(got) != len(tt.want) {
 				t.Errorf("targets %v, want %v", got, tt.want)
@@ -83,5 +88,98 @@ func TestMarkSyncing_SetOnFirstProgress(t *testing.T) {
 				t.Errorf("aggregate state changed to %q", after.Status.State)
 			}
 		})
+	}
+}
+
+// TestWatchSync_RewritesWhileBytesMove: while reports keep coming the
+// transfer is rewritten every progress interval with growing bytes, and
+// nothing is written once the sync ended.
+func TestWatchSync_RewritesWhileBytesMove(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := z8rv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	dr := &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: "r"}}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(dr).WithStatusSubresource(dr).Build()
+	r := &DatasetReplicationReconciler{Client: c, ProgressInterval: 20 * time.Millisecond}
+	ctx := context.Background()
+	w := r.watchSync(ctx, dr, "n2", "tank/a")
+	w.Planned(2, 1<<20)
+	var seen []int64
+	for i := range 10 {
+		w.Progress(i/5, agent.Progress{Bytes: int64(i%5+1) * 50_000})
+		time.Sleep(30 * time.Millisecond)
+		var cur z8rv1.DatasetReplication
+		if err := c.Get(ctx, client.ObjectKey{Name: "r"}, &cur); err != nil {
+			t.Fatal(err)
+		}
+		if len(cur.Status.Targets) == 1 && cur.Status.Targets[0].Transfer != nil {
+			tr := cur.Status.Targets[0].Transfer
+			if tr.Steps != 2 || tr.BytesExpected != 1<<20 {
+				t.Errorf("transfer %+v: want 2 steps and 1 MiB expected", tr)
+			}
+			if n := len(seen); n == 0 || seen[n-1] != tr.BytesDone {
+				seen = append(seen, tr.BytesDone)
+			}
+		}
+	}
+	w.Ended()
+	if len(seen) < 3 || !slices.IsSorted(seen) {
+		t.Errorf("bytes done as written: %v; want at least 3 growing values", seen)
+	}
+	if seen[len(seen)-1] != 250_000+250_000 {
+		t.Errorf("last bytes done %d, want both steps' 500000", seen[len(seen)-1])
+	}
+	var before, after z8rv1.DatasetReplication
+	_ = c.Get(ctx, client.ObjectKey{Name: "r"}, &before)
+	time.Sleep(60 * time.Millisecond)
+	_ = c.Get(ctx, client.ObjectKey{Name: "r"}, &after)
+	if before.ResourceVersion != after.ResourceVersion {
+		t.Error("status written after Ended")
+	}
+}
+
+// TestTransferTracker: steps add up, a resumed receive counts as a step
+// before the plan's, and the rate and completion estimate follow from the
+// bytes and the time.
+func TestTransferTracker(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	var tr transferTracker
+	tr.report(t0.Add(time.Second), -1, 100, time.Second) // a resumed receive, begun at t0
+	tr.report(t0.Add(time.Second), -1, 1000, 0)          // grows
+	tr.plan(2, 10_000)                                   // then the plan
+	tr.report(t0.Add(2*time.Second), 0, 3000, 0)         // first planned step
+	tr.report(t0.Add(3*time.Second), 0, 2000, 0)         // out of order: no shrink
+	tr.report(t0.Add(4*time.Second), 1, 1000, 0)         // second step
+	p := tr.progress(t0.Add(5 * time.Second))
+	if p.Step != 3 || p.Steps != 3 {
+		t.Errorf("step %d of %d, want 3 of 3", p.Step, p.Steps)
+	}
+	if p.BytesDone != 1000+3000+1000 || p.BytesExpected != 10_000 {
+		t.Errorf("bytes %d of %d, want 5000 of 10000", p.BytesDone, p.BytesExpected)
+	}
+	if p.BytesPerSecond != 1000 {
+		t.Errorf("rate %d B/s, want 1000", p.BytesPerSecond)
+	}
+	if want := t0.Add(10 * time.Second); p.EstimatedCompletion == nil || !p.EstimatedCompletion.Time.Equal(want) {
+		t.Errorf("completion %v, want %v", p.EstimatedCompletion, want)
+	}
+	if !p.StartedAt.Time.Equal(t0) {
+		t.Errorf("started %v, want the first report's %v", p.StartedAt, t0)
+	}
+
+	var unknown transferTracker
+	unknown.report(t0, 0, 10, 0)
+	if p := unknown.progress(t0.Add(time.Second)); p.BytesExpected != 0 || p.EstimatedCompletion != nil || p.Steps != 1 {
+		t.Errorf("without a plan: %+v; want no expectation and no completion time", p)
+	}
+	if p := unknown.progress(t0.Add(time.Second / 2)); p.BytesPerSecond != 0 {
+		t.Errorf("a rate over half a second: %d B/s, want none yet", p.BytesPerSecond)
+	}
+	var over transferTracker
+	over.plan(1, 100)
+	over.report(t0, 0, 500, 0)
+	if p := over.progress(t0.Add(time.Second)); p.BytesExpected != 500 || !p.EstimatedCompletion.Time.Equal(t0.Add(time.Second)) {
+		t.Errorf("an estimate below the bytes sent: %+v; want it raised to the bytes sent", p)
 	}
 }

@@ -657,7 +657,7 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 				if err := h.node("src").Write("tank/a", "more", make([]byte, 64<<10)); err != nil {
 					h.t.Fatal(err)
 				}
-				h.node("src").CutNth(fakezfs.Prefix("zfs", "send"), 1, 1024, errors.New("injected: connection reset"))
+				h.node("src").CutNth(fakezfs.Prefix("zfs", "send", "-i"), 1, 1024, errors.New("injected: connection reset"))
 				h.reconcile("r") // the incremental to snap1 is cut: partial state on dst
 				// snap1 goes from the source (its step hold released by hand).
 				sz := h.node("src").ZFS()

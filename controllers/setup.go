@@ -30,6 +30,10 @@ type Config struct {
 	// DatasetReplication keeps its base held (default
 	// DefaultRemovedTargetGrace).
 	RemovedTargetGrace time.Duration
+	// ProgressInterval: how often a running sync's progress is written to
+	// status (default DefaultProgressInterval; at most 10 s keeps the
+	// API's promise).
+	ProgressInterval time.Duration
 }
 
 // Setup registers every reconciler with mgr.
@@ -55,7 +59,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	}
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
-		SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
 	}
 	if err := (&ReplicaRestoreReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,

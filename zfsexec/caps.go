@@ -37,6 +37,8 @@ type Capabilities struct {
 	ParsableList bool
 	// RecvProps: `recv -o`/`-x`.
 	RecvProps bool
+	// DryRunSend: `send -n -P`, a send's stream size without sending.
+	DryRunSend bool
 }
 
 // Names lists the optional features present, for status output.
@@ -50,6 +52,7 @@ func (c Capabilities) Names() []string {
 		{c.ResumableRecv, "resume"},
 		{c.RawSend, "raw-send"},
 		{c.CompressedSend, "compressed-send"},
+		{c.DryRunSend, "send-estimate"},
 		{c.HoldsList, "holds-list"},
 		{c.RecvProps, "recv-props"},
 	} {
@@ -89,6 +92,7 @@ func DetectCapabilities(ctx context.Context, r Runner) (Capabilities, error) {
 			HoldsList:      true,
 			ParsableList:   true,
 			RecvProps:      true,
+			DryRunSend:     true,
 			// Raw send of encrypted datasets arrived in 0.8.
 			RawSend: maj > 0 || min >= 8,
 		}

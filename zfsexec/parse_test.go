@@ -209,3 +209,23 @@ func TestCommandError_Is_OpenZFSWording(t *testing.T) {
 		}
 	}
 }
+
+// TestParseSendSize reads the size line of real OpenZFS `zfs send -n -P`
+// output, full and incremental, and refuses output without one.
+func TestParseSendSize(t *testing.T) {
+	for file, want := range map[string]int64{
+		"send-nP-full.txt":                 17871408,
+		"send-nP-incremental-bookmark.txt": 1059376,
+	} {
+		got, err := ParseSendSize(nil, readFixture(t, "openzfs-2.3", file))
+		if err != nil || got != want {
+			t.Errorf("%s: %d, %v; want %d", file, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "full\ttank/d@s\t12\n", "size\t-4\n", "size\tlots\n"} {
+		var pe *ParseError
+		if _, err := ParseSendSize(nil, bad); !errors.As(err, &pe) {
+			t.Errorf("%q: %v, want a *ParseError", bad, err)
+		}
+	}
+}

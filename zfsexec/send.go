@@ -47,7 +47,7 @@ func (o SendOptions) IsIncremental() bool { return o.From != "" }
 
 // allCaps has every feature; building an argv against it checks names only.
 var allCaps = Capabilities{Bookmarks: true, ResumableRecv: true, RawSend: true,
-	CompressedSend: true, HoldsList: true, ParsableList: true, RecvProps: true}
+	CompressedSend: true, HoldsList: true, ParsableList: true, RecvProps: true, DryRunSend: true}
 
 // Argv validates o against naming rules and caps and returns the argv.
 func (o SendOptions) Argv(caps Capabilities) ([]string, error) {
@@ -158,6 +158,60 @@ func (z *ZFS) Send(ctx context.Context, o SendOptions, w io.Writer) error {
 		}
 	}
 	return err
+}
+
+// SendSize is the stream size the send o describes would have, without
+// sending it: `zfs send -n -P` where the node has it (DryRunSend). Where it
+// has not (zfs-fuse), a full send's estimate is its snapshot's referenced
+// size, which a plain stream is close to; an incremental one is
+// ErrUnsupported there.
+func (z *ZFS) SendSize(ctx context.Context, o SendOptions) (int64, error) {
+	if _, err := o.Validate(); err != nil {
+		return 0, err
+	}
+	caps, err := z.Capabilities(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if !caps.DryRunSend {
+		if o.From != "" || o.ResumeToken != "" || o.Replicate || o.Intermediates {
+			return 0, caps.unsupported("send -n -P (size of an incremental send)")
+		}
+		props, err := z.Get(ctx, o.Snapshot, "referenced")
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.ParseInt(props["referenced"].Value, 10, 64)
+		if err != nil || n < 0 {
+			return 0, &ParseError{Argv: []string{"zfs", "get", "referenced", o.Snapshot}, Text: props["referenced"].Value, Reason: "not a size"}
+		}
+		return n, nil
+	}
+	argv, err := o.Argv(caps)
+	if err != nil {
+		return 0, err
+	}
+	argv = append([]string{"zfs", "send", "-n", "-P"}, argv[2:]...)
+	out, err := z.output(ctx, argv...)
+	if err != nil {
+		return 0, err
+	}
+	return ParseSendSize(argv, out)
+}
+
+// ParseSendSize reads the "size" line of `zfs send -n -P` output.
+func ParseSendSize(argv []string, out string) (int64, error) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "size" {
+			n, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil || n < 0 {
+				return 0, &ParseError{Argv: argv, Text: line, Reason: "not a size"}
+			}
+			return n, nil
+		}
+	}
+	return 0, &ParseError{Argv: argv, Text: firstLine(out), Reason: "no size line"}
 }
 
 // RecvOptions describe one `zfs recv`.

@@ -282,6 +282,37 @@ type TargetStatus struct {
 	// goes.
 	// +optional
 	RemovedAt *metav1.Time `json:"removedAt,omitempty"`
+	// Transfer is the sync running now, while bytes move; it is cleared
+	// when the sync ends (the lastSync* fields then say how it went).
+	// +optional
+	Transfer *TransferProgress `json:"transfer,omitempty"`
+}
+
+// TransferProgress is how far a running sync of one target is. The
+// controller writes it at most every few seconds, and at least every 10 s
+// while the agents report progress.
+type TransferProgress struct {
+	// StartedAt is when the sync's first transfer began.
+	StartedAt metav1.Time `json:"startedAt"`
+	// UpdatedAt is when these numbers were last written.
+	UpdatedAt metav1.Time `json:"updatedAt"`
+	// Step is the snapshot being sent (from 1) of Steps in this sync.
+	Step  int `json:"step"`
+	Steps int `json:"steps"`
+	// BytesDone is the stream bytes the sync's steps have sent so far.
+	BytesDone int64 `json:"bytesDone"`
+	// BytesExpected is the estimated stream size of the whole sync, from
+	// the source's dry-run send (zfs send -nP) or, where that is missing,
+	// the size a full send's snapshot references; 0 when unknown.
+	// +optional
+	BytesExpected int64 `json:"bytesExpected,omitempty"`
+	// BytesPerSecond is the average rate since StartedAt.
+	// +optional
+	BytesPerSecond int64 `json:"bytesPerSecond,omitempty"`
+	// EstimatedCompletion is when the sync ends at that rate (only when
+	// BytesExpected is known).
+	// +optional
+	EstimatedCompletion *metav1.Time `json:"estimatedCompletion,omitempty"`
 }
 
 // DatasetReplicationStatus is the state of the source and every target.

@@ -40,6 +40,7 @@ func main() {
 		sshKey      = flag.String("ssh-key", "/etc/z8r/controller-key/id_ed25519", "private key the controller presents to node agents")
 		prefix      = flag.String("snapshot-prefix", "z8r", "name prefix of the snapshots z8r takes")
 		drivers     = flag.String("snapshot-drivers", "", "comma-separated CSI drivers, besides zfs.z8r.dev, whose VolumeSnapshots z8r takes (their volumes must resolve to ZFS datasets)")
+		progress    = flag.Duration("progress-interval", controllers.DefaultProgressInterval, "how often a running sync's bytes, rate and estimated completion are written to the replication's status (at most 10s)")
 		clockOffset = flag.Duration("clock-offset", 0, "testing only: run the controller's clock this far ahead of the wall clock (the chaos suite brings schedules round with it); never set it in production")
 	)
 	opts := zap.Options{}
@@ -47,6 +48,10 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+	if *progress <= 0 || *progress > 10*time.Second {
+		log.Error(nil, "--progress-interval must be above 0 and at most 10s", "progressInterval", progress.String())
+		os.Exit(2)
+	}
 
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
@@ -76,10 +81,11 @@ func main() {
 		os.Exit(1)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{
-		Agents:          &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
-		Clock:           clock(*clockOffset),
-		SnapshotPrefix:  *prefix,
-		SnapshotDrivers: strings.Split(*drivers, ","),
+		Agents:           &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
+		Clock:            clock(*clockOffset),
+		SnapshotPrefix:   *prefix,
+		SnapshotDrivers:  strings.Split(*drivers, ","),
+		ProgressInterval: *progress,
 	}); err != nil {
 		log.Error(err, "set up controllers")
 		os.Exit(1)

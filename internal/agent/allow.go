@@ -482,9 +482,10 @@ func (p Policy) checkSend(args []string) error {
 	from := ""
 	for len(args) > 1 {
 		switch a := args[0]; a {
-		case "-w", "-c", "-L":
+		case "-w", "-c", "-L", "-n", "-P":
 			// Encoding only (raw, compressed, large blocks): what is sent
-			// and what lands on the receiver are the same.
+			// and what lands on the receiver are the same. -n -P: a dry
+			// run that prints the stream's size and sends nothing.
 			if seen[a] {
 				return refuse("%s given twice", a)
 			}

@@ -179,6 +179,11 @@ func TestPolicyCheck_AcceptsEveryZ8RArgv(t *testing.T) {
 				"SetWritable":   func() error { return z.Set(ctx, ds, map[string]string{"readonly": "off", "canmount": "on"}) },
 				"GetPromotable": func() error { _, err := z.Get(ctx, ds, "type", "origin", replicate.ReplicaOfProp); return err },
 				"SendFull":      func() error { return z.Send(ctx, zfsexec.SendOptions{Snapshot: snap}, io.Discard) },
+				"SendSizeFull":  func() error { _, err := z.SendSize(ctx, zfsexec.SendOptions{Snapshot: snap}); return err },
+				"SendSizeIncremental": func() error {
+					_, err := z.SendSize(ctx, zfsexec.SendOptions{Snapshot: snap2, From: "@" + short})
+					return err
+				},
 				"SendIncremental": func() error {
 					return z.Send(ctx, zfsexec.SendOptions{Snapshot: snap2, From: "@" + short}, io.Discard)
 				},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -49,7 +50,10 @@ func isStream(argv []string) bool {
 		return false
 	}
 	switch argv[1] {
-	case "send", "recv", "receive":
+	case "send":
+		// A dry run (-n) only prints the stream's size.
+		return !slices.Contains(argv[2:], "-n")
+	case "recv", "receive":
 		return true
 	}
 	return false

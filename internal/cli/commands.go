@@ -74,7 +74,8 @@ z8r replicates; it never connects to a node.`,
 		return parseOutput(v, supported...)
 	}
 
-	var allNamespaces bool
+	var allNamespaces, watch bool
+	var watchEvery time.Duration
 	status := &cobra.Command{
 		Use:   "status [NAME...]",
 		Short: "DatasetReplications and VolumeSnapshot replications: targets with state, last sync, snapshots behind, lag and error",
@@ -93,6 +94,10 @@ namespace (-n, or the context's; -A for all): one row per target of each
 VolumeSnapshotContent z8r replicates, with its state (Pending, Replicated,
 Failed, Diverged, Skipped or Refused) and when it last changed.
 
+A running transfer shows after its target's state: how much of the
+expected stream is sent, the rate and the time left (-o wide: the step).
+--watch prints the status again whenever it changes.
+
 -o json and -o yaml print the same as a StatusReport document
 (apiVersion ` + ReportGroupVersion.String() + `); -o wide adds columns.`,
 		RunE: func(c *cobra.Command, args []string) error {
@@ -100,37 +105,21 @@ Failed, Diverged, Skipped or Refused) and when it last changed.
 			if err != nil {
 				return err
 			}
-			reps, err := r.replications(c.Context(), args)
-			if err != nil {
-				return err
-			}
-			var vs []VolumeSnapshotReplication
-			scope := ""
-			if len(args) == 0 {
-				if !allNamespaces {
-					if scope, err = r.namespace(); err != nil {
-						return err
-					}
-				}
-				if vs, err = r.volumeSnapshotReplications(c.Context(), scope); err != nil {
+			read := func() (render, error) { return r.status(c.Context(), args, f, allNamespaces) }
+			if !watch {
+				show, err := read()
+				if err != nil {
 					return err
 				}
+				return show(o.Out, o.Now())
 			}
-			switch f {
-			case OutputJSON, OutputYAML:
-				return PrintObject(o.Out, f, NewStatusReport(reps, vs, scope, o.Now()))
-			}
-			if err := WriteStatus(o.Out, reps, o.Now(), f == OutputWide); err != nil {
-				return err
-			}
-			if len(vs) > 0 {
-				fmt.Fprintln(o.Out)
-			}
-			return WriteVolumeSnapshotStatus(o.Out, vs, scope, o.Now(), f == OutputWide)
+			return watchOutput(c.Context(), o.Out, watchEvery, o.Now, read)
 		},
 	}
 	output(status, "wide, json or yaml")
 	status.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "list the VolumeSnapshot replications of every namespace")
+	status.Flags().BoolVarP(&watch, "watch", "w", false, "print the status again whenever it changes (running transfers show bytes, rate and time left), until interrupted")
+	status.Flags().DurationVar(&watchEvery, "watch-interval", 2*time.Second, "with --watch, how often to read the status")
 
 	snapshots := &cobra.Command{
 		Use:   "snapshots [NAME...]",

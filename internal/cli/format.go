@@ -60,6 +60,8 @@ type TargetRow struct {
 	// Removed: the target is in status but no longer in spec (the
 	// controller is releasing it).
 	Removed bool
+	// Transfer is the sync running now (nil: none).
+	Transfer *z8rv1.TransferProgress
 }
 
 // TargetRows lists the targets of dr in spec order, each with its status
@@ -113,6 +115,7 @@ func targetRow(node, dataset string, ts *z8rv1.TargetStatus) TargetRow {
 	}
 	r.Failures = ts.ConsecutiveFailures
 	r.Error = ts.LastError
+	r.Transfer = ts.Transfer
 	return r
 }
 
@@ -146,6 +149,9 @@ func WriteStatus(w io.Writer, reps []z8rv1.DatasetReplication, now time.Time, wi
 			state := r.State
 			if r.Removed {
 				state += " (removed from spec)"
+			}
+			if p := progressCell(r.Transfer, now, wide); p != "" {
+				state += " " + p
 			}
 			cells := []string{"  " + r.Target, state, ago(r.LastSync, now), strconv.Itoa(r.Behind), since(r.NewestTime, now)}
 			if wide {
@@ -234,6 +240,36 @@ func transfer(r TargetRow) string {
 		s += " in " + r.Duration.Round(time.Millisecond).String()
 	}
 	return s
+}
+
+// progressCell is a running transfer in a few words, after the state:
+// "(35% of 512 MiB, 40 MiB/s, 8s left)", or "(120 MiB, 40 MiB/s)" when
+// the size is not known; wide adds the step. "" without a transfer.
+func progressCell(p *z8rv1.TransferProgress, now time.Time, wide bool) string {
+	if p == nil {
+		return ""
+	}
+	var parts []string
+	if p.BytesExpected > 0 {
+		pct := min(100*p.BytesDone/p.BytesExpected, 100)
+		parts = append(parts, fmt.Sprintf("%d%% of %s", pct, bytesIEC(p.BytesExpected)))
+	} else {
+		parts = append(parts, bytesIEC(p.BytesDone))
+	}
+	if p.BytesPerSecond > 0 {
+		parts = append(parts, bytesIEC(p.BytesPerSecond)+"/s")
+	}
+	if p.EstimatedCompletion != nil {
+		left := "0s"
+		if p.EstimatedCompletion.After(now) {
+			left = duration.HumanDuration(p.EstimatedCompletion.Sub(now))
+		}
+		parts = append(parts, left+" left")
+	}
+	if wide && p.Steps > 0 {
+		parts = append(parts, fmt.Sprintf("step %d/%d", p.Step, p.Steps))
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
 }
 
 // SnapshotCell says what status reports about one snapshot at one location.

@@ -100,6 +100,9 @@ type TargetReport struct {
 	LastSyncDuration    *metav1.Duration `json:"lastSyncDuration,omitempty"`
 	ConsecutiveFailures int              `json:"consecutiveFailures,omitempty"`
 	Error               string           `json:"error,omitempty"`
+	// Transfer is the sync running now: bytes done and expected, rate and
+	// estimated completion.
+	Transfer *z8rv1.TransferProgress `json:"transfer,omitempty"`
 }
 
 // VolumeSnapshotReplication is a VolumeSnapshotContent z8r replicates (it
@@ -263,6 +266,7 @@ func NewStatusReport(reps []z8rv1.DatasetReplication, vs []VolumeSnapshotReplica
 				LastSyncBytes:       row.Bytes,
 				ConsecutiveFailures: row.Failures,
 				Error:               row.Error,
+				Transfer:            row.Transfer,
 			}
 			if !row.LastSync.IsZero() {
 				tr.LastSyncTime = &metav1.Time{Time: row.LastSync}

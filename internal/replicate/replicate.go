@@ -184,8 +184,12 @@ type Options struct {
 	RateLimit int64
 	// Progress, if set, receives transfer progress.
 	Progress func(step int, p agent.Progress)
+	// Planned, if set, is told before the first transfer of a plan how
+	// many steps it has and their estimated stream size in bytes (0 when
+	// the source cannot estimate it).
+	Planned func(steps int, expectedBytes int64)
 	// Trace, if set, receives the time each phase of the sync took:
-	// "capabilities", "list", "repair", "plan", "step-hold", "transfer",
+	// "capabilities", "list", "repair", "plan", "estimate", "step-hold", "transfer",
 	// "mark-owned", "protect". Phases on different nodes overlap, so
 	// Trace may be called from several goroutines at once.
 	Trace func(phase string, d time.Duration)

@@ -55,6 +55,9 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 			res.ProtectedBase = p.Base.Name
 		}
 	}
+	if s.opts.Planned != nil && len(p.Steps) > 0 {
+		s.opts.Planned(len(p.Steps), s.estimate(ctx, p))
+	}
 	stepTag := snapname.StepHoldTag(s.t.ID)
 	for i, step := range p.Steps {
 		phase := time.Now()
@@ -76,18 +79,13 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 			}
 		}
 		req := agent.TransferRequest{
-			Send:          zfsexec.SendOptions{Snapshot: s.srcDataset + "@" + step.To.Name},
+			Send:          stepSend(s.srcDataset, step),
 			TargetAddr:    s.t.Addr,
 			TargetHostKey: s.t.HostKey,
 			Recv:          zfsexec.RecvOptions{Target: s.t.Dataset, Unmounted: true, Resumable: s.resumable(), Force: force},
 			RateLimit:     s.opts.RateLimit,
 		}
 		if step.From != nil {
-			sep := "@"
-			if step.From.Bookmark {
-				sep = "#"
-			}
-			req.Send.From = sep + step.From.Name
 			req.Recv.Incremental = true
 			req.Recv.BaseGUID = step.From.GUID
 			if !step.From.Bookmark {
@@ -595,4 +593,35 @@ func ReleaseReplica(ctx context.Context, z *zfsexec.ZFS, snapshot, id string) er
 		return fmt.Errorf("replicate: release replica %s: %w", snapshot, err)
 	}
 	return nil
+}
+
+// stepSend is the send of one step: a full stream, or incremental from a
+// snapshot or a bookmark.
+func stepSend(srcDataset string, step plan.Step) zfsexec.SendOptions {
+	o := zfsexec.SendOptions{Snapshot: srcDataset + "@" + step.To.Name}
+	if step.From != nil {
+		sep := "@"
+		if step.From.Bookmark {
+			sep = "#"
+		}
+		o.From = sep + step.From.Name
+	}
+	return o
+}
+
+// estimate is the expected stream size of p's steps as the source
+// estimates them (zfsexec.SendSize), 0 when it cannot estimate every step
+// (zfs-fuse's incrementals). It only informs progress: a failure is no
+// reason not to send.
+func (s *session) estimate(ctx context.Context, p plan.Plan) int64 {
+	defer s.opts.trace("estimate", time.Now())
+	var total int64
+	for _, step := range p.Steps {
+		n, err := s.sz.SendSize(ctx, stepSend(s.srcDataset, step))
+		if err != nil {
+			return 0
+		}
+		total += n
+	}
+	return total
 }

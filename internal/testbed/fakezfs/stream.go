@@ -53,6 +53,7 @@ type sendArgs struct {
 	snap, from, token string
 	intermediates     bool
 	props             bool
+	dryRun            bool // -n -P: print the size, send nothing
 }
 
 func (n *Node) parseSend(argv []string) (sendArgs, error) {
@@ -75,6 +76,12 @@ func (n *Node) parseSend(argv []string) (sendArgs, error) {
 			args = args[1:]
 		case "-p":
 			a.props = true
+			args = args[1:]
+		case "-n", "-P":
+			if !n.openZFS() {
+				return a, cmdErr(argv, 2, "invalid option '%c'\nusage:\n\tsend [-RDp] [-[iI] snapshot] <snapshot>", f[1])
+			}
+			a.dryRun = true
 			args = args[1:]
 		case "-i", "-I":
 			if len(args) < 3 || a.from != "" {
@@ -105,6 +112,13 @@ func (n *Node) send(ctx context.Context, argv []string, c zfsexec.Command) error
 	n.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if a.dryRun {
+		// OpenZFS's parsable estimate (what ParseSendSize reads).
+		if a.from != "" {
+			return writeOut(c, fmt.Sprintf("incremental\t%s\t%s\t%d\nsize\t%d\n", a.from, a.snap, len(stream), len(stream)))
+		}
+		return writeOut(c, fmt.Sprintf("full\t%s\t%d\nsize\t%d\n", a.snap, len(stream), len(stream)))
 	}
 	if c.Stdout == nil {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"errors"
+	"io"
 	"path"
 	"regexp"
 	"strings"
@@ -37,6 +38,7 @@ func Run(t *testing.T, pair Pair) {
 		{"HoldReleaseDeferredDestroy", testHolds},
 		{"DestroyIsIdempotent", testDestroyIdempotent},
 		{"FullAndIncrementalReplication", testReplication},
+		{"SendSizeEstimatesTheStream", testSendSize},
 		{"Rollback", testRollback},
 		{"TypedErrors", testTypedErrors},
 		{"RenameMovesDatasetAside", testRename},
@@ -299,6 +301,39 @@ func testReplication(t *testing.T, ctx context.Context, src, dst Host) {
 		if sha256.Sum256(got) != sha256.Sum256(want) {
 			t.Errorf("target file %s differs from source (%d vs %d bytes)", name, len(got), len(want))
 		}
+	}
+}
+
+// testSendSize: SendSize estimates a full stream within a factor of two of
+// what Send writes; an incremental one too where the node has a dry-run
+// send, and is ErrUnsupported where it has not.
+func testSendSize(t *testing.T, ctx context.Context, src, _ Host) {
+	fs := dataset(t, src, "fs")
+	must(t, src.ZFS.CreateFilesystem(ctx, fs, zfsexec.CreateOptions{}))
+	writeRandom(t, ctx, src, fs, "first", 2<<20)
+	must(t, src.ZFS.Snapshot(ctx, fs+"@s1", nil))
+	writeRandom(t, ctx, src, fs, "second", 256<<10)
+	must(t, src.ZFS.Snapshot(ctx, fs+"@s2", nil))
+	caps, err := src.ZFS.Capabilities(ctx)
+	must(t, err)
+	for _, o := range []zfsexec.SendOptions{{Snapshot: fs + "@s1"}, {Snapshot: fs + "@s2", From: "@s1"}} {
+		est, err := src.ZFS.SendSize(ctx, o)
+		if o.From != "" && !caps.DryRunSend {
+			if !errors.Is(err, zfsexec.ErrUnsupported) {
+				t.Errorf("%s without a dry-run send: %d, %v; want ErrUnsupported", o.Snapshot, est, err)
+			}
+			continue
+		}
+		must(t, err)
+		cw := zfsexec.CountingWriter{W: io.Discard}
+		must(t, src.ZFS.Send(ctx, o, &cw))
+		if n := cw.N(); est < n/2 || est > n*2 {
+			t.Errorf("send %s from %q: estimated %d bytes, the stream has %d", o.Snapshot, o.From, est, n)
+		}
+		t.Logf("send %s from %q: estimated %d bytes, stream %d", o.Snapshot, o.From, est, cw.N())
+	}
+	if _, err := src.ZFS.SendSize(ctx, zfsexec.SendOptions{Snapshot: fs + "@nope"}); !errors.Is(err, zfsexec.ErrDatasetNotExist) {
+		t.Errorf("size of a missing snapshot: %v, want ErrDatasetNotExist", err)
 	}
 }
 

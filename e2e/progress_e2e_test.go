@@ -1,0 +1,129 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/cli"
+	"github.com/z8r-project/z8r/internal/testbed/cluster"
+)
+
+// TestReplication_ProgressVisibleWhileSyncing: a 512 MiB full sync (paced
+// at 40 MiB/s so that it lasts about 13 s) shows in status, before it
+// ends, state Syncing with transfer.bytesDone growing, the expected size
+// (on zfs-fuse: the snapshot's referenced size) and an estimated
+// completion, written at most 10 s apart; `kubectl z8r status` shows the
+// share sent. Once synced the transfer is gone, and the replica holds the
+// source's data.
+func TestReplication_ProgressVisibleWhileSyncing(t *testing.T) {
+	const size = 512 << 20
+	c := cluster.Start(t, cluster.Options{Nodes: []cluster.NodeSpec{
+		{Name: "n1", PoolSize: "1G"}, {Name: "n2", PoolSize: "1G"}}})
+	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
+	const fs = "tank/progress"
+	sum := mkdata(t, n1, fs, "big", size)
+	c.StartController()
+	ctx := ctxT(t)
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const name = "progress"
+	limit := resource.MustParse("40Mi")
+	c.Kube.Create(t, &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: z8rv1.DatasetReplicationSpec{
+		Source: z8rv1.DatasetRef{Node: "n1", Dataset: fs}, Schedule: "24h", BandwidthLimit: &limit,
+		Targets: []z8rv1.ReplicationTarget{{Node: "n2"}},
+	}})
+
+	var seen []z8rv1.TransferProgress // distinct writes, in order
+	statusOut := ""
+	deadline := time.Now().Add(3 * time.Minute)
+	var dr z8rv1.DatasetReplication
+	for {
+		if time.Now().After(deadline) {
+			t.Fatalf("not synced within 3 minutes; transfers seen: %+v", seen)
+		}
+		if err := c.Kube.Client.Get(ctx, client.ObjectKey{Name: name}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		ts := target(&dr, "n2")
+		if ts.State == z8rv1.TargetSynced && ts.LastSyncTime != nil {
+			break
+		}
+		if p := ts.Transfer; p != nil {
+			if ts.State != z8rv1.TargetSyncing {
+				t.Errorf("a transfer in status with state %q, want Syncing", ts.State)
+			}
+			if n := len(seen); n == 0 || !seen[n-1].UpdatedAt.Equal(&p.UpdatedAt) {
+				seen = append(seen, *p)
+				if statusOut == "" && p.BytesExpected > 0 {
+					statusOut = pluginStatus(t, c, name)
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ts := target(&dr, "n2")
+	t.Logf("synced %d bytes in %v; %d progress writes seen", ts.LastSyncBytes, ts.LastSyncDuration, len(seen))
+	for _, p := range seen {
+		t.Logf("  %s: %d of %d bytes, %d B/s, done by %v", p.UpdatedAt.Format(time.RFC3339), p.BytesDone, p.BytesExpected, p.BytesPerSecond, p.EstimatedCompletion)
+	}
+	if len(seen) < 2 {
+		t.Fatalf("saw %d progress writes during a sync of %v, want at least 2", len(seen), ts.LastSyncDuration)
+	}
+	for i, p := range seen {
+		if i > 0 && p.BytesDone <= seen[i-1].BytesDone {
+			t.Errorf("write %d: bytes done %d after %d, want growing", i, p.BytesDone, seen[i-1].BytesDone)
+		}
+		if i > 0 && p.UpdatedAt.Sub(seen[i-1].UpdatedAt.Time) > 10*time.Second {
+			t.Errorf("write %d came %v after the one before, want at most 10 s", i, p.UpdatedAt.Sub(seen[i-1].UpdatedAt.Time))
+		}
+		if p.BytesExpected < size || p.BytesExpected > 2*size {
+			t.Errorf("write %d: expected %d bytes, want about the %d written", i, p.BytesExpected, size)
+		}
+		if p.EstimatedCompletion == nil || p.BytesPerSecond <= 0 || p.Steps != 1 {
+			t.Errorf("write %d: %+v, want a rate, an estimated completion and one step", i, p)
+			continue
+		}
+		if lim := limit.Value(); p.BytesPerSecond > 2*lim || p.BytesPerSecond < lim/4 {
+			t.Errorf("write %d: rate %d B/s, want near the %d B/s the sync is paced at", i, p.BytesPerSecond, lim)
+		}
+		if off := p.EstimatedCompletion.Sub(ts.LastSyncTime.Time); off < -10*time.Second || off > 10*time.Second {
+			t.Errorf("write %d: estimated completion %v, the sync ended %v", i, p.EstimatedCompletion, ts.LastSyncTime)
+		}
+	}
+	if last := seen[len(seen)-1]; last.BytesDone > ts.LastSyncBytes || last.BytesDone < ts.LastSyncBytes/10 {
+		t.Errorf("last progress %d bytes, sync total %d", last.BytesDone, ts.LastSyncBytes)
+	}
+	if !strings.Contains(statusOut, "Syncing (") || !strings.Contains(statusOut, "% of ") || !strings.Contains(statusOut, " left)") {
+		t.Errorf("kubectl z8r status during the transfer does not show its progress:\n%s", statusOut)
+	}
+	if ts.Transfer != nil {
+		t.Errorf("transfer %+v still in status after the sync", ts.Transfer)
+	}
+	if readReplica(t, n2, fs, "big") != sum {
+		t.Error("the replica's data differs")
+	}
+}
+
+// pluginStatus is `kubectl z8r status NAME`.
+func pluginStatus(t *testing.T, c *cluster.Cluster, name string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := cli.NewCommand(cli.Options{Out: &out, ErrOut: &errOut})
+	cmd.SetArgs([]string{"status", name, "--kubeconfig", c.Kube.Kubeconfig})
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("kubectl z8r status: %v\n%s", err, errOut.String())
+	}
+	t.Logf("kubectl z8r status %s\n%s", name, out.String())
+	return out.String()
+}
