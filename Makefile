@@ -21,7 +21,7 @@ lint: ## gofmt -l and go vet (all build tags).
 	$(GO) vet -tags $(TEST_TAGS) ./...
 
 .PHONY: kube-tools
-kube-tools: ## Build kube-apiserver, etcd, kubectl and snapshot-controller into .cache/
+kube-tools: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, etcd, kubectl and snapshot-controller into .cache/
 	hack/build-kube-tools.sh
 
 .PHONY: ozguest-image

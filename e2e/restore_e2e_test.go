@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,12 +43,14 @@ func waitRestore(t *testing.T, c *cluster.Cluster, ns, name, what string, cond f
 // snapshot-controller); a ReplicaRestore of n2's replica content makes a
 // clone on n2 with the snapshot's data (not the data written on n1 since), a
 // `local` PV at the clone's mountpoint pinned to n2, and a PVC pre-bound to
-// it whose name the PV's claimRef holds. The replica itself is untouched.
+// it whose name the PV's claimRef holds, which the real PV controller
+// (kube-controller-manager) then binds: both Bound, the claimRef holding the
+// PVC's UID. The replica itself is untouched.
 // A second ReplicaRestore into the same dataset, and one of a content whose
 // snapshot n2 does not have, are refused (DatasetExists, SnapshotNotFound)
 // and n2 runs nothing but reads for them.
 func TestRestore_VolumeSnapshotReplicaIntoNewPVC(t *testing.T) {
-	c, logs := startSnapshotCluster(t, cluster.Options{}, "n1", "n2")
+	c, logs := startSnapshotCluster(t, cluster.Options{ControllerManager: kubeenv.VolumeControllers()}, "n1", "n2")
 	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
 	ctx := ctxT(t)
 	sum := mkdata(t, n1, "tank/vol1", "payload", 2<<20)
@@ -118,6 +121,20 @@ func TestRestore_VolumeSnapshotReplicaIntoNewPVC(t *testing.T) {
 	if pvc.Spec.VolumeName != pv.Name || pvc.Spec.Resources.Requests.Storage().Cmp(*pv.Spec.Capacity.Storage()) != 0 {
 		t.Errorf("PVC volumeName %q request %v; PV %s capacity %v", pvc.Spec.VolumeName, pvc.Spec.Resources.Requests.Storage(), pv.Name, pv.Spec.Capacity.Storage())
 	}
+	// The real PV controller accepts the pair: both Bound, the claimRef
+	// completed with the PVC's UID.
+	poll(t, "the PV controller to bind the restored PVC", time.Minute, func(ctx context.Context) (bool, error) {
+		if err := c.Kube.Client.Get(ctx, client.ObjectKeyFromObject(&pv), &pv); err != nil {
+			return false, err
+		}
+		if err := c.Kube.Client.Get(ctx, client.ObjectKeyFromObject(&pvc), &pvc); err != nil {
+			return false, err
+		}
+		return pvc.Status.Phase == corev1.ClaimBound && pv.Status.Phase == corev1.VolumeBound &&
+			pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.UID == pvc.UID, nil
+	}, func() any {
+		return fmt.Sprintf("PVC phase %q uid %s; PV phase %q claimRef %+v", pvc.Status.Phase, pvc.UID, pv.Status.Phase, pv.Spec.ClaimRef)
+	})
 	if ev := eventsOf(t, c, "app"); !hasEvent(ev, z8rv1.EventRestored) {
 		t.Errorf("restore events %v", ev)
 	}

@@ -45,6 +45,10 @@ type NodeSpec struct {
 type Options struct {
 	Nodes              []NodeSpec
 	SnapshotController bool
+	// ControllerManager, when not empty, runs kube-controller-manager with these
+	// controllers (kubeenv.Options.ControllerManager; kubeenv.VolumeControllers binds
+	// PVCs to PVs).
+	ControllerManager []string
 	// Clock for the controller (default: real time).
 	Clock schedule.Clock
 	// Verbose controller logs.
@@ -95,7 +99,7 @@ func Start(t tb.TB, opts Options) *Cluster {
 	if c.clock == nil {
 		c.clock = schedule.RealClock{}
 	}
-	c.Kube = kubeenv.Start(t, kubeenv.Options{SnapshotController: opts.SnapshotController})
+	c.Kube = kubeenv.Start(t, kubeenv.Options{SnapshotController: opts.SnapshotController, ControllerManager: opts.ControllerManager})
 	c.Net = netns.New(t, names...)
 	u, err := url.Parse(c.Kube.Config.Host)
 	if err != nil {

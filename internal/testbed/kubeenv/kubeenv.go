@@ -25,7 +25,7 @@ import (
 
 const (
 	// EnvKubeTools names the environment variable that, when set, is the folder holding
-	// kube-apiserver, etcd, kubectl and snapshot-controller.
+	// kube-apiserver, etcd, kubectl, snapshot-controller and kube-controller-manager.
 	EnvKubeTools = "Z8R_KUBE_TOOLS"
 
 	modulePath = "github.com/z8r-project/z8r"
@@ -55,12 +55,32 @@ const (
 	BinEtcd               = "etcd"
 	BinKubectl            = "kubectl"
 	BinSnapshotController = "snapshot-controller"
+	BinControllerManager  = "kube-controller-manager"
 )
+
+// VolumeControllers are the kube-controller-manager controllers that give PVCs and PVs
+// their life in a real cluster: the PV controller that binds claims to volumes and the
+// two protection controllers that put the kubernetes.io/pvc-protection and
+// kubernetes.io/pv-protection finalizers on them. They need no kubelet, scheduler or
+// cloud provider.
+func VolumeControllers() []string {
+	return []string{
+		"persistentvolume-binder-controller",
+		"persistentvolumeclaim-protection-controller",
+		"persistentvolume-protection-controller",
+	}
+}
 
 // Options selects what Start runs besides kube-apiserver and etcd.
 type Options struct {
 	// SnapshotController starts the upstream snapshot-controller against the API server.
 	SnapshotController bool
+	// ControllerManager, when not empty, starts kube-controller-manager against the API
+	// server with exactly these controllers (their canonical v1.37 names, such as those
+	// of VolumeControllers; `kube-controller-manager --help` lists them under
+	// --controllers). Start returns once each of them has started; their informers may
+	// still be syncing.
+	ControllerManager []string
 	// CRDDirectoryPaths are more CRD folders or files to install; each must exist.
 	CRDDirectoryPaths []string
 }
@@ -80,15 +100,17 @@ type Env struct {
 	BinDir string
 	// Environment is the envtest environment, for AddUser and the like.
 	Environment *envtest.Environment
-	// StartDuration is how long Start took, snapshot-controller included.
+	// StartDuration is how long Start took, snapshot-controller and
+	// kube-controller-manager included.
 	StartDuration time.Duration
 
 	dir    string // this Env's own folder: wrappers, kubeconfigs, logs, etcd data, certs
 	logDir string
 
-	startedEnvtest         bool
-	snapshotController     *exec.Cmd
-	snapshotControllerDone chan struct{}
+	startedEnvtest bool
+	// procs are the controllers Start ran itself, in start order; Stop ends them in
+	// reverse order before the API server.
+	procs []*process
 
 	stopOnce sync.Once
 	stopErr  error
@@ -109,6 +131,9 @@ func Start(t tb.TB, opts Options) *Env {
 	need := []string{BinAPIServer, BinEtcd, BinKubectl}
 	if opts.SnapshotController {
 		need = append(need, BinSnapshotController)
+	}
+	if len(opts.ControllerManager) > 0 {
+		need = append(need, BinControllerManager)
 	}
 	if err := checkBinaries(binDir, need); err != nil {
 		t.Fatalf("kubeenv: %v: run make kube-tools (or set %s to a folder with %s)",
@@ -217,6 +242,11 @@ func (e *Env) start(root, setpriv string, opts Options) error {
 			return fmt.Errorf("snapshot-controller: %w", err)
 		}
 	}
+	if len(opts.ControllerManager) > 0 {
+		if err := e.startControllerManager(opts.ControllerManager); err != nil {
+			return fmt.Errorf("kube-controller-manager: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -242,36 +272,68 @@ func checkCRDs(env *envtest.Environment) error {
 }
 
 func (e *Env) startSnapshotController() error {
-	user, err := e.Environment.AddUser(envtest.User{
-		Name:   BinSnapshotController,
-		Groups: []string{"system:masters"},
-	}, &rest.Config{})
-	if err != nil {
-		return fmt.Errorf("add user: %w", err)
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return fmt.Errorf("kubeconfig: %w", err)
-	}
-	kubeconfigPath := filepath.Join(e.dir, "snapshot-controller.kubeconfig")
-	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
-		return fmt.Errorf("write kubeconfig: %w", err)
-	}
-	logs, err := e.openLogs(BinSnapshotController)
+	kubeconfig, err := e.userKubeconfig(BinSnapshotController)
 	if err != nil {
 		return err
 	}
-	defer closeAll(logs)
-
-	cmd := exec.Command(filepath.Join(e.BinDir, BinSnapshotController),
-		"--kubeconfig="+kubeconfigPath,
+	return e.startProcess(BinSnapshotController, []string{
+		"--kubeconfig=" + kubeconfig,
 		"--leader-election=false",
 		"--retry-interval-start=100ms",
 		"--retry-interval-max=2s",
 		"--kube-api-qps=100",
 		"--kube-api-burst=200",
 		"--v=3",
-	)
+	}, func(log []byte) bool { return bytes.Contains(log, []byte(snapshotControllerReady)) },
+		fmt.Sprintf("%q", snapshotControllerReady))
+}
+
+// userKubeconfig adds an API server user named name in system:masters and writes its
+// kubeconfig into the Env's folder, returning the file's path.
+func (e *Env) userKubeconfig(name string) (string, error) {
+	user, err := e.Environment.AddUser(envtest.User{
+		Name:   name,
+		Groups: []string{"system:masters"},
+	}, &rest.Config{})
+	if err != nil {
+		return "", fmt.Errorf("add user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig: %w", err)
+	}
+	path := filepath.Join(e.dir, name+".kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return "", fmt.Errorf("write kubeconfig: %w", err)
+	}
+	return path, nil
+}
+
+// process is a program that Start ran itself (not through envtest).
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process has exited and was reaped
+}
+
+// startProcess runs the binary name from BinDir with args, its output appended to the
+// log name.log, and waits up to startTimeout until ready reports true for what this run
+// wrote there (readyWhat describes it in the error). The process is added to e.procs as
+// soon as it runs, so that Stop ends it also when it never got ready.
+func (e *Env) startProcess(name string, args []string, ready func(log []byte) bool, readyWhat string) error {
+	logs, err := e.openLogs(name)
+	if err != nil {
+		return err
+	}
+	defer closeAll(logs)
+	logPath := logs[0].Name()
+	info, err := logs[0].Stat()
+	if err != nil {
+		return fmt.Errorf("stat log: %w", err)
+	}
+	offset := info.Size()
+
+	cmd := exec.Command(filepath.Join(e.BinDir, name), args...)
 	cmd.Stdout, cmd.Stderr = logs[0], logs[0]
 	// Its own process group, so that Stop reaches anything it might fork, and SIGKILL
 	// from the kernel when the test binary dies without running its cleanups.
@@ -279,43 +341,43 @@ func (e *Env) startSnapshotController() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("exec: %w", err)
 	}
-	done := make(chan struct{})
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
-		close(done)
+		close(p.done)
 	}()
-	e.snapshotController, e.snapshotControllerDone = cmd, done
+	e.procs = append(e.procs, p)
 
-	logPath := logs[0].Name()
 	deadline := time.After(startTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
-		case <-done:
+		case <-p.done:
 			return fmt.Errorf("exited before it was ready: %s", cmd.ProcessState)
 		case <-deadline:
-			return fmt.Errorf("not ready after %s (no %q in %s)", startTimeout, snapshotControllerReady, logPath)
+			return fmt.Errorf("not ready after %s (no %s in %s)", startTimeout, readyWhat, logPath)
 		case <-tick.C:
 			b, err := os.ReadFile(logPath)
 			if err != nil {
 				return fmt.Errorf("read log: %w", err)
 			}
-			if bytes.Contains(b, []byte(snapshotControllerReady)) {
+			if int64(len(b)) > offset && ready(b[offset:]) {
 				return nil
 			}
 		}
 	}
 }
 
-// Stop stops snapshot-controller, kube-apiserver and etcd. It is safe to call more than
-// once; the cleanup registered by Start calls it too.
+// Stop stops kube-controller-manager, snapshot-controller, kube-apiserver and etcd. It
+// is safe to call more than once; the cleanup registered by Start calls it too.
 func (e *Env) Stop() error {
 	e.stopOnce.Do(func() {
 		var errs []error
-		if e.snapshotController != nil {
-			if err := stopProcessGroup(e.snapshotController, e.snapshotControllerDone, stopTimeout); err != nil {
-				errs = append(errs, fmt.Errorf("snapshot-controller: %w", err))
+		for i := len(e.procs) - 1; i >= 0; i-- {
+			p := e.procs[i]
+			if err := stopProcessGroup(p.cmd, p.done, stopTimeout); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 			}
 		}
 		if e.startedEnvtest {
@@ -389,7 +451,7 @@ func closeAll(files []*os.File) {
 
 // logTails writes the end of each process log to the test log.
 func (e *Env) logTails(t tb.TB) {
-	for _, name := range []string{BinEtcd, BinAPIServer, BinSnapshotController} {
+	for _, name := range []string{BinEtcd, BinAPIServer, BinSnapshotController, BinControllerManager} {
 		path := filepath.Join(e.logDir, name+".log")
 		lines, err := tail(path, logTailLines)
 		if err != nil {

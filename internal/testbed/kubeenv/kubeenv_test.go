@@ -33,9 +33,13 @@ import (
 const (
 	// What the upstream controller and sidecar put on objects (external-snapshotter's
 	// pkg/utils), repeated here because they are what this test checks.
-	annBeingDeleted        = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted"
-	finalizerContentBound  = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection"
-	contentNamePrefix      = "snapcontent-"
+	annBeingDeleted       = "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted"
+	finalizerContentBound = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection"
+	contentNamePrefix     = "snapcontent-"
+	// What kube-controller-manager's volume controllers put on PVCs and PVs.
+	annBindCompletedKey    = "pv.kubernetes.io/bind-completed"
+	finalizerPVCProtection = "kubernetes.io/pvc-protection"
+	finalizerPVProtection  = "kubernetes.io/pv-protection"
 	waitTimeout            = 30 * time.Second
 	processGoneTimeout     = 15 * time.Second
 	helperModeEnv          = "Z8R_KUBEENV_HELPER_MODE"
@@ -189,10 +193,86 @@ func TestCreateBound_PVCIsBoundToPV(t *testing.T) {
 	}
 }
 
-// TestEnv_StopLeavesNoProcess checks that Stop ends kube-apiserver, etcd and
-// snapshot-controller.
+// TestControllerManager_BindsPreBoundPVCs runs the real PV controller and checks that it
+// binds what z8r makes and what a test binds by hand: a PV whose claimRef names a PVC
+// (no UID, as a ReplicaRestore makes it) and then the PVC with volumeName; a PVC that
+// names a PV created after it; and CreateBound's pair, which it must leave as it is.
+// The protection controllers put their finalizers on all of them.
+func TestControllerManager_BindsPreBoundPVCs(t *testing.T) {
+	e := kubeenv.Start(t, kubeenv.Options{ControllerManager: kubeenv.VolumeControllers()})
+	t.Logf("control plane and kube-controller-manager up in %s", e.StartDuration)
+	ctx := t.Context()
+	ns := e.CreateNamespace(t, "bind")
+
+	t.Run("claimRef-then-PVC", func(t *testing.T) {
+		pv := kubeenv.LocalPV("pv-restored", "node-a", "/tank/restored", "1Gi")
+		pv.Spec.ClaimRef = &corev1.ObjectReference{APIVersion: "v1", Kind: "PersistentVolumeClaim", Namespace: ns, Name: "restored"}
+		e.Create(t, pv)
+		pvc := kubeenv.PVCFor(pv, ns, "restored")
+		e.Create(t, pvc)
+		waitBound(t, e, pv.Name, pvc)
+	})
+	t.Run("PVC-then-PV", func(t *testing.T) {
+		pv := kubeenv.Z8rPV("pv-late", "node-a", "tank/late", "2Gi")
+		pvc := kubeenv.PVCFor(pv, ns, "early")
+		e.Create(t, pvc)
+		e.Create(t, pv)
+		waitBound(t, e, pv.Name, pvc)
+	})
+	t.Run("CreateBound", func(t *testing.T) {
+		pv := kubeenv.Z8rPV("pv-by-hand", "node-a", "tank/by-hand", "1Gi")
+		pvc := kubeenv.PVCFor(pv, ns, "by-hand")
+		e.CreateBound(t, pv, pvc)
+		waitBound(t, e, pv.Name, pvc)
+		// A few resyncs later the controller still agrees with the hand-made binding.
+		time.Sleep(3 * time.Second)
+		gotPV := &corev1.PersistentVolume{}
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(pv), gotPV); err != nil {
+			t.Fatalf("get PV: %v", err)
+		}
+		gotPVC := &corev1.PersistentVolumeClaim{}
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(pvc), gotPVC); err != nil {
+			t.Fatalf("get PVC: %v", err)
+		}
+		if gotPV.Status.Phase != corev1.VolumeBound || gotPVC.Status.Phase != corev1.ClaimBound ||
+			gotPV.Spec.ClaimRef == nil || gotPV.Spec.ClaimRef.UID != gotPVC.UID {
+			t.Errorf("after resyncs: PV phase %q claimRef %+v, PVC phase %q uid %s", gotPV.Status.Phase, gotPV.Spec.ClaimRef, gotPVC.Status.Phase, gotPVC.UID)
+		}
+	})
+}
+
+// waitBound waits until the PV controller has bound pvc and the PV pvName: both phase
+// Bound, the PV's claimRef holding the PVC's UID, the PVC's bind-completed annotation
+// and capacity set, and both carrying their protection finalizer.
+func waitBound(t *testing.T, e *kubeenv.Env, pvName string, pvc *corev1.PersistentVolumeClaim) {
+	t.Helper()
+	pv := &corev1.PersistentVolume{}
+	got := &corev1.PersistentVolumeClaim{}
+	var last string
+	err := wait.PollUntilContextTimeout(t.Context(), 100*time.Millisecond, waitTimeout, true, func(ctx context.Context) (bool, error) {
+		if err := e.Client.Get(ctx, types.NamespacedName{Name: pvName}, pv); err != nil {
+			return false, err
+		}
+		if err := e.Client.Get(ctx, client.ObjectKeyFromObject(pvc), got); err != nil {
+			return false, err
+		}
+		last = fmt.Sprintf("PV phase %q claimRef %+v finalizers %v; PVC phase %q uid %s volumeName %q annotations %v capacity %v finalizers %v",
+			pv.Status.Phase, pv.Spec.ClaimRef, pv.Finalizers, got.Status.Phase, got.UID, got.Spec.VolumeName, got.Annotations, got.Status.Capacity, got.Finalizers)
+		return pv.Status.Phase == corev1.VolumeBound && got.Status.Phase == corev1.ClaimBound &&
+			pv.Spec.ClaimRef != nil && pv.Spec.ClaimRef.UID == got.UID && got.Spec.VolumeName == pvName &&
+			got.Annotations[annBindCompletedKey] == "yes" &&
+			got.Status.Capacity.Storage().Cmp(*pv.Spec.Capacity.Storage()) == 0 &&
+			slices.Contains(pv.Finalizers, finalizerPVProtection) && slices.Contains(got.Finalizers, finalizerPVCProtection), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for PVC %s and PV %s to be bound: %v\nlast: %s", client.ObjectKeyFromObject(pvc), pvName, err, last)
+	}
+}
+
+// TestEnv_StopLeavesNoProcess checks that Stop ends kube-apiserver, etcd,
+// snapshot-controller and kube-controller-manager.
 func TestEnv_StopLeavesNoProcess(t *testing.T) {
-	e := kubeenv.Start(t, kubeenv.Options{SnapshotController: true})
+	e := kubeenv.Start(t, kubeenv.Options{SnapshotController: true, ControllerManager: kubeenv.VolumeControllers()})
 	procs, err := e.Processes()
 	if err != nil {
 		t.Fatalf("list processes: %v", err)
@@ -247,7 +327,7 @@ func TestEnv_DeadTestBinaryLeavesNoProcess(t *testing.T) {
 // helper test to skip): start an Env, report its processes, then die as mode says.
 func helperProcess(mode string) {
 	p := &tb.Program{}
-	e := kubeenv.Start(p, kubeenv.Options{SnapshotController: true})
+	e := kubeenv.Start(p, kubeenv.Options{SnapshotController: true, ControllerManager: kubeenv.VolumeControllers()})
 	procs, err := e.Processes()
 	if err != nil {
 		p.Fatalf("list processes: %v", err)
@@ -324,7 +404,7 @@ func checkAllStarted(t *testing.T, procs []kubeenv.Process) {
 		names = append(names, p.Name)
 	}
 	slices.Sort(names)
-	want := []string{kubeenv.BinEtcd, kubeenv.BinAPIServer, kubeenv.BinSnapshotController}
+	want := []string{kubeenv.BinEtcd, kubeenv.BinAPIServer, kubeenv.BinControllerManager, kubeenv.BinSnapshotController}
 	if !slices.Equal(names, want) {
 		t.Fatalf("processes = %v, want one each of %v", procs, want)
 	}

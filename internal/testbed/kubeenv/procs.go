@@ -18,7 +18,7 @@ type Process struct {
 }
 
 // Processes lists the live processes of this Env: kube-apiserver, etcd and, if started,
-// snapshot-controller. It reads /proc and recognises them by the Env's own folder on
+// snapshot-controller and kube-controller-manager. It reads /proc and recognises them by the Env's own folder on
 // their command lines, so Envs of parallel tests do not see each other's processes.
 func (e *Env) Processes() ([]Process, error) {
 	entries, err := os.ReadDir("/proc")

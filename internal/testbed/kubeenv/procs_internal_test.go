@@ -32,3 +32,35 @@ func TestShellQuote_Quotes(t *testing.T) {
 		t.Errorf("shellQuote = %s, want %s", got, want)
 	}
 }
+
+func TestControllersStarted_EveryControllerNeeded(t *testing.T) {
+	log := []byte(`I1130 23:10:00.000001 1 controllermanager.go:100] "Controller starting..." controller="persistentvolume-binder-controller"
+I1130 23:10:00.000002 1 controllermanager.go:100] "Warning: controller is disabled" controller="persistentvolume-protection-controller"
+`)
+	if !controllersStarted(log, []string{"persistentvolume-binder-controller"}) {
+		t.Errorf("binder started, want true")
+	}
+	if controllersStarted(log, []string{"persistentvolume-binder-controller", "persistentvolume-protection-controller"}) {
+		t.Errorf("protection controller only disabled, want false")
+	}
+	if controllersStarted(log, []string{"persistentvolume-binder"}) {
+		t.Errorf("a prefix of a started name, want false")
+	}
+}
+
+func TestIsControllerName_RejectsListSyntax(t *testing.T) {
+	for c, want := range map[string]bool{
+		"persistentvolume-binder-controller": true,
+		"ttl-after-finished-controller":      true,
+		"":                                   false,
+		"*":                                  false,
+		"-garbage-collector-controller":      false,
+		"a,b":                                false,
+		"a--b":                               false,
+		"Upper":                              false,
+	} {
+		if got := isControllerName(c); got != want {
+			t.Errorf("isControllerName(%q) = %v, want %v", c, got, want)
+		}
+	}
+}
