@@ -434,17 +434,27 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		r.Recorder.Eventf(dr, related, corev1.EventTypeWarning, z8rv1.EventReplicationFailed, "Connect", "target %s: %v", label, err)
 		return fail(z8rv1.TargetFailed, failTargetUnavailable, err)
 	}
-	id := policy.ID(t.Node, ts.Dataset)
+	if reason := r.cancelReason(ctx, dr, t.Node, ts.Dataset); reason != "" {
+		ts.LastError = "not synced: " + reason // changed while this reconcile ran
+		return ts
+	}
 	start := time.Now()
-	watch := r.watchSync(ctx, dr, ts.Node, ts.Dataset)
+	syncCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := r.watchSync(syncCtx, dr, ts.Node, ts.Dataset, cancel)
 	progress, transferEnded := r.Metrics.Transfer(dr.Name, label, watch.Progress)
-	res, err := replicate.SyncTarget(ctx, src, dr.Spec.Source.Dataset, replicate.Target{
-		ID: id, PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
+	target := replicate.Target{
+		ID: policy.ID(t.Node, ts.Dataset), PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
-	}, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr)})
+	}
+	res, err := replicate.SyncTarget(syncCtx, src, dr.Spec.Source.Dataset, target, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr)})
 	watch.Ended()
 	transferEnded()
 	ts.SnapshotsBehind = res.Behind
+	var cancelled *TransferCancelledError
+	if err != nil && errors.As(context.Cause(syncCtx), &cancelled) {
+		return r.cancelledSync(ctx, dr, src, target, ts, cancelled)
+	}
 	if res.ProtectedBase != "" {
 		ts.ProtectedBase = res.ProtectedBase
 	}
@@ -516,6 +526,32 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 			r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventPruned, "Prune", "pruned %d snapshot(s) on target %s: %v", len(pruned), label, pruned)
 		}
 	}
+	return ts
+}
+
+// cancelledSync settles a target whose sync was cancelled on purpose
+// (replicate.Settle: the partial receive discarded, the step holds
+// released) and returns its status: what it had before, the cancel as its
+// last error. A cancel is not a failure: no backoff, no failure count.
+func (r *DatasetReplicationReconciler) cancelledSync(ctx context.Context, dr *z8rv1.DatasetReplication, src *Node, target replicate.Target, ts z8rv1.TargetStatus, cancelled *TransferCancelledError) z8rv1.TargetStatus {
+	label := ts.Node + ":" + ts.Dataset
+	ts.LastError = cancelled.Error()
+	if ts.State == z8rv1.TargetSyncing || ts.State == "" {
+		ts.State = z8rv1.TargetPending
+		if ts.LastSnapshot != "" {
+			ts.State = z8rv1.TargetBehind
+		}
+	}
+	res, err := replicate.Settle(ctx, src, dr.Spec.Source.Dataset, target)
+	if err != nil {
+		// The next sync's repair pass finishes it.
+		logf.FromContext(ctx).Error(err, "settling a cancelled sync failed", "target", label)
+		r.Recorder.Eventf(dr, nodeRef(ts.Node), corev1.EventTypeWarning, z8rv1.EventTransferCancelled, "Cancel",
+			"sync of %s cancelled (%s); cleaning up failed, the next sync finishes it: %v", label, cancelled.Reason, err)
+		return ts
+	}
+	r.Recorder.Eventf(dr, nodeRef(ts.Node), corev1.EventTypeNormal, z8rv1.EventTransferCancelled, "Cancel",
+		"sync of %s cancelled: %s; partial receive discarded, step holds released (%v)", label, cancelled.Reason, res.Repaired)
 	return ts
 }
 

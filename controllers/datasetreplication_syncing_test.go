@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func TestWatchSync_SetOnFirstProgress(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			w := r.watchSync(ctx, &before, tt.node, "tank/a")
+			w := r.watchSync(ctx, &before, tt.node, "tank/a", func(error) {})
 			for i := range tt.progress {
 				w.Progress(0, agent.Progress{Bytes: int64(i+1) * 4096})
 			}
@@ -103,7 +104,7 @@ func TestWatchSync_RewritesWhileBytesMove(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(dr).WithStatusSubresource(dr).Build()
 	r := &DatasetReplicationReconciler{Client: c, ProgressInterval: 20 * time.Millisecond}
 	ctx := context.Background()
-	w := r.watchSync(ctx, dr, "n2", "tank/a")
+	w := r.watchSync(ctx, dr, "n2", "tank/a", func(error) {})
 	w.Planned(2, 1<<20)
 	var seen []int64
 	for i := range 10 {
@@ -181,5 +182,47 @@ func TestTransferTracker(t *testing.T) {
 	over.report(t0, 0, 500, 0)
 	if p := over.progress(t0.Add(time.Second)); p.BytesExpected != 500 || !p.EstimatedCompletion.Time.Equal(t0.Add(time.Second)) {
 		t.Errorf("an estimate below the bytes sent: %+v; want it raised to the bytes sent", p)
+	}
+}
+
+// TestCancelReason: a sync goes on while the stored replication still
+// wants it, and stops when it is suspended, being deleted, gone, or no
+// longer lists the target.
+func TestCancelReason(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := z8rv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	base := func() *z8rv1.DatasetReplication {
+		return &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: "r", Finalizers: []string{finalizerReleaseHolds}},
+			Spec: z8rv1.DatasetReplicationSpec{Source: z8rv1.DatasetRef{Node: "n1", Dataset: "tank/a"},
+				Targets: []z8rv1.ReplicationTarget{{Node: "n2"}, {Node: "n3", Dataset: "backup/a"}}}}
+	}
+	now := metav1.Now()
+	cases := []struct {
+		name       string
+		stored     func() *z8rv1.DatasetReplication // nil: not stored
+		node, ds   string
+		wantReason string
+	}{
+		{"wanted", base, "n2", "tank/a", ""},
+		{"wanted, own dataset", base, "n3", "backup/a", ""},
+		{"suspended", func() *z8rv1.DatasetReplication { dr := base(); dr.Spec.Suspend = true; return dr }, "n2", "tank/a", "suspended"},
+		{"deleting", func() *z8rv1.DatasetReplication { dr := base(); dr.DeletionTimestamp = &now; return dr }, "n2", "tank/a", "being deleted"},
+		{"deleted", nil, "n2", "tank/a", "deleted"},
+		{"target removed", func() *z8rv1.DatasetReplication { dr := base(); dr.Spec.Targets = dr.Spec.Targets[1:]; return dr }, "n2", "tank/a", "removed"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := fake.NewClientBuilder().WithScheme(scheme)
+			if c.stored != nil {
+				b = b.WithObjects(c.stored())
+			}
+			r := &DatasetReplicationReconciler{Client: b.Build()}
+			got := r.cancelReason(context.Background(), base(), c.node, c.ds)
+			if (c.wantReason == "") != (got == "") || !strings.Contains(got, c.wantReason) {
+				t.Errorf("reason %q, want one with %q", got, c.wantReason)
+			}
+		})
 	}
 }

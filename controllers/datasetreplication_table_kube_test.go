@@ -657,7 +657,11 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 				if err := h.node("src").Write("tank/a", "more", make([]byte, 64<<10)); err != nil {
 					h.t.Fatal(err)
 				}
-				h.node("src").CutNth(fakezfs.Prefix("zfs", "send", "-i"), 1, 1024, errors.New("injected: connection reset"))
+				// The stream, not the size estimate before it (send -n).
+				realSend := func(argv []string) bool {
+					return fakezfs.Prefix("zfs", "send")(argv) && !slices.Contains(argv, "-n")
+				}
+				h.node("src").CutNth(realSend, 1, 1024, errors.New("injected: connection reset"))
 				h.reconcile("r") // the incremental to snap1 is cut: partial state on dst
 				// snap1 goes from the source (its step hold released by hand).
 				sz := h.node("src").ZFS()
@@ -675,6 +679,46 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 				check: func(t *testing.T, h *drHarness) {
 					if !hasCmd(h.mutatedSinceMark("dst"), "zfs recv -A tank/a") {
 						t.Errorf("target ran %q, want the partial receive discarded", h.mutatedSinceMark("dst"))
+					}
+				}},
+		},
+		{
+			name:  "a running transfer cancelled by suspending the replication: TransferCancelled, step holds released",
+			nodes: []string{"src", "dst"},
+			setup: func(h *drHarness) {
+				h.dataset("src", "tank/a")
+				h.create(rep("r", "src", to("dst")))
+				h.r.ProgressInterval = 20 * time.Millisecond // the watch reads the object this often
+				h.nodes.beforeTransfer = func(ctx context.Context) error {
+					// The operator suspends the replication while the
+					// transfer runs; it runs until cancelled.
+					h.editSpec("r", func(dr *z8rv1.DatasetReplication) { dr.Spec.Suspend = true })
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(10 * time.Second):
+						return errors.New("the transfer was not cancelled within 10 s")
+					}
+				}
+				h.mark()
+			},
+			run: "r",
+			want: want{ready: z8rv1.ReasonTargetsNotSynced, targets: map[string]string{"dst": z8rv1.TargetPending},
+				events: []string{z8rv1.EventSnapshotCreated, z8rv1.EventTransferCancelled + "/dst"},
+				check: func(t *testing.T, h *drHarness) {
+					ts := h.get("r").Status.Targets[0]
+					if !strings.Contains(ts.LastError, "suspended") || ts.ConsecutiveFailures != 0 || ts.Transfer != nil {
+						t.Errorf("target status %+v, want the cancel as its last error, no failure counted, no transfer", ts)
+					}
+					src := h.mutatedSinceMark("src")
+					if !hasCmd(src, "zfs hold "+stepTag("dst")) || !hasCmd(src, "zfs release "+stepTag("dst")+" tank/a@"+snap0) {
+						t.Errorf("source ran %q, want the step hold placed and released", src)
+					}
+					if hasCmd(src, "zfs hold "+baseTag("dst")) {
+						t.Errorf("source ran %q: a base hold for a target that received nothing", src)
+					}
+					if ok, _ := h.node("dst").ZFS().Exists(h.ctx, "tank/a"); ok {
+						t.Error("the target has a dataset after the cancelled first sync")
 					}
 				}},
 		},

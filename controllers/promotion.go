@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
+	"github.com/z8r-project/z8r/internal/failpoint"
 	"github.com/z8r-project/z8r/internal/plan"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/replicate"
@@ -48,6 +49,30 @@ import (
 //
 // Changing spec.source back before step 4 cancels: the old source is made
 // writable again.
+
+// Failpoints of a promotion (package failpoint), in the order a planned
+// switchover reaches them; the chaos suite (e2e/chaos/promotion_test.go)
+// kills the controller at each and checks that the promotion completes
+// with nothing lost.
+const (
+	// FailPromoteAfterFreeze: the old source is read-only, nothing of the
+	// promotion is in status yet.
+	FailPromoteAfterFreeze = "controller.promote-after-freeze"
+	// FailPromoteAfterFinalSnapshot: the final snapshot exists on the old
+	// source; status does not name it yet and it was not sent.
+	FailPromoteAfterFinalSnapshot = "controller.promote-after-final-snapshot"
+	// FailPromoteAfterWritable: the target is writable (planned or
+	// unplanned); the old direction's holds and status are as before.
+	FailPromoteAfterWritable = "controller.promote-after-writable"
+	// FailPromoteAfterRelease: the promoted target's replica hold and
+	// (planned) the old source's holds of the old direction are released;
+	// status still says Promoting.
+	FailPromoteAfterRelease = "controller.promote-after-release"
+	// FailRejoinAfterTail: the returning old source of an unplanned
+	// failover is frozen and its tail moved aside; nothing was received
+	// into it and status still says Rejoin Pending.
+	FailRejoinAfterTail = "controller.rejoin-after-tail"
+)
 
 // sourceInForce is where z8r snapshots and sends from now.
 func sourceInForce(dr *z8rv1.DatasetReplication) z8rv1.DatasetRef {
@@ -164,6 +189,7 @@ func (r *DatasetReplicationReconciler) promote(ctx context.Context, dr *z8rv1.Da
 		r.Agents.DropFailed(err, tgt)
 		return retry(fmt.Sprintf("making %s writable failed: %v", refString(to), err))
 	}
+	failpoint.Hit(FailPromoteAfterWritable)
 	// The recovery point is the target's newest snapshot: for a planned
 	// switchover the final snapshot (switchover checked it).
 	p.RecoveryPoint, p.RecoveryPointGUID = rp.Snapshot, strconv.FormatUint(rp.GUID, 10)
@@ -192,6 +218,7 @@ func (r *DatasetReplicationReconciler) promote(ctx context.Context, dr *z8rv1.Da
 	} else {
 		p.Rejoin = z8rv1.RejoinPending
 	}
+	failpoint.Hit(FailPromoteAfterRelease)
 	status.Targets = nil
 	for _, t := range oldTargets {
 		if t.Node == to.Node && t.Dataset == to.Dataset {
@@ -250,15 +277,25 @@ func (r *DatasetReplicationReconciler) switchover(ctx context.Context, dr *z8rv1
 	// 2. Freeze, then 3. the final snapshot: nothing written after the
 	// freeze can be missing from the snapshot.
 	if p.Phase != z8rv1.PromotionFinalSync {
+		// Recorded first: a crash from here on leaves a promotion that a
+		// cancel (spec.source back) still finds and undoes.
+		if p.Phase != z8rv1.PromotionFreezing {
+			p.Phase = z8rv1.PromotionFreezing
+			if err := r.writeStatus(ctx, dr, status); err != nil {
+				return reconcile.Result{}, false, err
+			}
+		}
 		if err := freeze(ctx, old, from.Dataset, refString(to)); err != nil {
 			r.Agents.DropFailed(err, old)
 			return fail(fmt.Sprintf("making the old source %s read-only failed: %v", refString(from), err))
 		}
+		failpoint.Hit(FailPromoteAfterFreeze)
 		name, err := replicate.TakeSnapshot(ctx, old.ZFS(), from.Dataset, r.prefix(), dr.Name, now)
 		if err != nil {
 			r.Agents.DropFailed(err, old)
 			return fail(fmt.Sprintf("final snapshot of %s failed: %v", refString(from), err))
 		}
+		failpoint.Hit(FailPromoteAfterFinalSnapshot)
 		p.Phase, p.FinalSnapshot = z8rv1.PromotionFinalSync, name
 		log.Info("old source frozen; final snapshot taken", "snapshot", name)
 		if err := r.writeStatus(ctx, dr, status); err != nil {
@@ -307,10 +344,10 @@ func (r *DatasetReplicationReconciler) switchover(ctx context.Context, dr *z8rv1
 // frozen for a planned switchover, is made writable again.
 func (r *DatasetReplicationReconciler) cancelPromotion(ctx context.Context, dr *z8rv1.DatasetReplication, status *z8rv1.DatasetReplicationStatus, now time.Time) (reconcile.Result, error) {
 	p := status.Promotion
-	if p.Phase == z8rv1.PromotionFinalSync {
+	if p.Phase == z8rv1.PromotionFinalSync || p.Phase == z8rv1.PromotionFreezing {
 		old, err := r.Agents.Get(ctx, p.From.Node)
 		if err == nil {
-			_, err = replicate.MakeWritable(ctx, old.ZFS(), p.From.Dataset)
+			err = unfreeze(ctx, old.ZFS(), p.From.Dataset, refString(p.To))
 		}
 		if err != nil {
 			p.Message = fmt.Sprintf("cancelled; making %s writable again failed (retrying): %v", refString(p.From), err)
@@ -329,6 +366,30 @@ func (r *DatasetReplicationReconciler) cancelPromotion(ctx context.Context, dr *
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: time.Second}, nil
+}
+
+// unfreeze makes the old source fs of a cancelled switchover writable
+// again. A crash may have stopped the freeze anywhere: not begun
+// (writable, unmarked: nothing to undo), readonly=on without the replica
+// mark yet (the freeze is finished first, since z8r makes only its marked
+// replicas writable), or done.
+func unfreeze(ctx context.Context, z *zfsexec.ZFS, fs, origin string) error {
+	props, err := z.Get(ctx, fs, "readonly", replicate.ReplicaOfProp)
+	if err != nil {
+		return err
+	}
+	ro, mark := props["readonly"], props[replicate.ReplicaOfProp]
+	marked := mark.Source == "local" && mark.Value == origin
+	if !marked && (ro.Value != "on" || ro.Source != "local") {
+		return nil // the freeze never began
+	}
+	if !marked {
+		if err := replicate.Freeze(ctx, z, fs, origin); err != nil {
+			return err
+		}
+	}
+	_, err = replicate.MakeWritable(ctx, z, fs)
+	return err
 }
 
 // rejoin prepares the old source of an unplanned failover to receive from
@@ -401,6 +462,7 @@ func (r *DatasetReplicationReconciler) rejoin(ctx context.Context, dr *z8rv1.Dat
 		log.Error(err, "preserving the tail failed")
 		return false
 	}
+	failpoint.Hit(FailRejoinAfterTail)
 	p.TailAside, p.Message, p.Rejoin = aside, "", z8rv1.RejoinReceiving
 	tails := make([]string, 0, len(tail))
 	for _, d := range tail {

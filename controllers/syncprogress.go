@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -80,14 +81,18 @@ func (t *transferTracker) progress(now time.Time) z8rv1.TransferProgress {
 	return p
 }
 
-// syncWatch makes one target's sync visible while it runs. On the sync's
-// first progress report (agents report every second, so a transfer that
-// takes longer shows) the target's state in the stored status becomes
-// Syncing with status.targets[].transfer; while reports keep coming,
-// transfer is rewritten every progress interval. Ended must be called when
-// the sync returned: it stops the writer and waits for a write in flight,
-// so the status the reconcile writes at its end (with the sync's outcome,
-// transfer cleared) always comes after.
+// syncWatch makes one target's sync visible while it runs, and stops it
+// when it is cancelled. On the sync's first progress report (agents report
+// every second, so a transfer that takes longer shows) the target's state
+// in the stored status becomes Syncing with status.targets[].transfer;
+// while reports keep coming, transfer is rewritten every progress
+// interval. Every second (or progress interval, if shorter) it reads the
+// replication as stored and cancels the sync's context, with a
+// *TransferCancelledError as the cause, once the replication is
+// suspended, being deleted or gone, or no longer lists the target. Ended
+// must be called when the sync returned: it stops the watch and waits for
+// a write in flight, so the status the reconcile writes at its end (with
+// the sync's outcome, transfer cleared) always comes after.
 type syncWatch struct {
 	mu       sync.Mutex
 	tr       transferTracker
@@ -98,8 +103,36 @@ type syncWatch struct {
 	done     chan struct{}
 }
 
-// watchSync starts the writer of one target's progress.
-func (r *DatasetReplicationReconciler) watchSync(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset string) *syncWatch {
+// TransferCancelledError is the cause of a sync's cancelled context when
+// the sync was stopped on purpose; Reason says why.
+type TransferCancelledError struct{ Reason string }
+
+func (e *TransferCancelledError) Error() string { return "transfer cancelled: " + e.Reason }
+
+// cancelReason says why a sync of node/dataset for dr must not go on, as
+// the replication is stored now: "" when it may.
+func (r *DatasetReplicationReconciler) cancelReason(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset string) string {
+	var cur z8rv1.DatasetReplication
+	if err := r.Client.Get(ctx, client.ObjectKeyFromObject(dr), &cur); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "the replication was deleted"
+		}
+		return "" // cannot tell: go on
+	}
+	switch {
+	case !cur.DeletionTimestamp.IsZero():
+		return "the replication is being deleted"
+	case cur.Spec.Suspend:
+		return "the replication was suspended"
+	case !hasTarget(cur, node+"/"+dataset):
+		return "the target was removed from the replication"
+	}
+	return ""
+}
+
+// watchSync starts the watch of one target's sync; cancel cancels the
+// sync's context.
+func (r *DatasetReplicationReconciler) watchSync(ctx context.Context, dr *z8rv1.DatasetReplication, node, dataset string, cancel context.CancelCauseFunc) *syncWatch {
 	w := &syncWatch{reported: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	every := r.ProgressInterval
 	if every <= 0 {
@@ -113,34 +146,38 @@ func (r *DatasetReplicationReconciler) watchSync(ctx context.Context, dr *z8rv1.
 		err := r.updateTargetStatus(ctx, dr, node, dataset, func(ts *z8rv1.TargetStatus) {
 			ts.State, ts.Transfer = z8rv1.TargetSyncing, &p
 		})
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			logf.FromContext(ctx).Error(err, "recording a target's transfer failed", "node", node, "dataset", dataset)
 		}
 	}
 	go func() {
 		defer close(w.done)
-		select {
-		case <-w.reported:
-		case <-w.stop:
-			select {
-			case <-w.reported: // reported, however short: recorded all the same
-			default:
-				return
-			}
-		}
-		write()
-		tick := time.NewTicker(every)
-		defer tick.Stop()
+		check := time.NewTicker(min(every, time.Second))
+		defer check.Stop()
+		reported := w.reported // nil once the first report was written
+		var lastWrite time.Time
 		for {
 			select {
 			case <-w.stop:
+				select {
+				case <-reported: // reported, however short: recorded all the same
+					write()
+				default:
+				}
 				return
-			case <-tick.C:
+			case <-reported:
+				write()
+				reported, lastWrite = nil, time.Now()
+			case <-check.C:
+				if reason := r.cancelReason(ctx, dr, node, dataset); reason != "" {
+					cancel(&TransferCancelledError{Reason: reason})
+				}
 				w.mu.Lock()
 				changed := w.changed
 				w.mu.Unlock()
-				if changed {
+				if reported == nil && changed && time.Since(lastWrite) >= every {
 					write()
+					lastWrite = time.Now()
 				}
 			}
 		}
@@ -165,7 +202,7 @@ func (w *syncWatch) Planned(steps int, expectedBytes int64) {
 	w.mu.Unlock()
 }
 
-// Ended stops the writer once the sync returned and waits for it.
+// Ended stops the watch once the sync returned and waits for it.
 func (w *syncWatch) Ended() {
 	close(w.stop)
 	<-w.done

@@ -88,6 +88,9 @@ type fakeNodes struct {
 	unreachable map[string]bool
 	keyUnknown  map[string]bool
 	dropped     []string
+	// beforeTransfer, if set, runs at the start of every transfer; an
+	// error it returns is the transfer's.
+	beforeTransfer func(ctx context.Context) error
 }
 
 func newFakeNodes(names ...string) *fakeNodes {
@@ -141,7 +144,13 @@ func (e fakeEndpoint) Transfer(ctx context.Context, req agent.TransferRequest, p
 	name, _, _ := strings.Cut(req.TargetAddr, ":")
 	e.f.mu.Lock()
 	dst, down := e.f.nodes[name], e.f.unreachable[name]
+	before := e.f.beforeTransfer
 	e.f.mu.Unlock()
+	if before != nil {
+		if err := before(ctx); err != nil {
+			return agent.Result{}, err
+		}
+	}
 	if dst == nil || down {
 		return agent.Result{}, fmt.Errorf("transfer to %s: %w", req.TargetAddr, agent.ErrUnreachable)
 	}
@@ -280,7 +289,7 @@ var allReasons = []string{
 	z8rv1.EventTargetDiverged, z8rv1.EventTargetMovedAside, z8rv1.EventPruned, z8rv1.EventPruneFailed,
 	z8rv1.EventSourceUnavailable, z8rv1.EventTargetRemoved, z8rv1.EventInvalidAnnotation, z8rv1.EventAnnotationWarning,
 	z8rv1.EventHostKeyPinned, z8rv1.EventHostKeyChanged, z8rv1.EventReplicationGenerated, z8rv1.EventReplicationConflict,
-	z8rv1.EventFutureSnapshot, z8rv1.EventHoldsLeaked, z8rv1.EventResumeAbandoned, z8rv1.EventEmptyAnnotation,
+	z8rv1.EventFutureSnapshot, z8rv1.EventHoldsLeaked, z8rv1.EventResumeAbandoned, z8rv1.EventTransferCancelled, z8rv1.EventEmptyAnnotation,
 	z8rv1.EventTargetNotAllowed, z8rv1.EventReplicationNameTaken,
 	z8rv1.EventPromoted, z8rv1.EventPromotionRefused, z8rv1.EventPromotionWaiting, z8rv1.EventPromotionCancelled,
 	z8rv1.EventTailPreserved,

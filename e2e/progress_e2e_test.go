@@ -127,3 +127,81 @@ func pluginStatus(t *testing.T, c *cluster.Cluster, name string) string {
 	t.Logf("kubectl z8r status %s\n%s", name, out.String())
 	return out.String()
 }
+
+// TestReplication_CancelLeavesNothingBehind: suspending a replication while
+// its 512 MiB first sync runs (paced at 40 MiB/s) cancels the transfer
+// within seconds: the target leaves Syncing, a TransferCancelled Event says
+// so, the target node has no dataset (nothing partial) and the source's
+// snapshot no hold (the step holds released, no base held for a target
+// that received nothing). Resumed, the replication syncs in full and the
+// replica holds the source's data.
+func TestReplication_CancelLeavesNothingBehind(t *testing.T) {
+	const size = 512 << 20
+	c := cluster.Start(t, cluster.Options{Nodes: []cluster.NodeSpec{
+		{Name: "n1", PoolSize: "1G"}, {Name: "n2", PoolSize: "1G"}}})
+	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
+	const fs = "tank/cancel"
+	sum := mkdata(t, n1, fs, "big", size)
+	c.StartController()
+	ctx := ctxT(t)
+	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	const name = "cancel"
+	limit := resource.MustParse("40Mi")
+	c.Kube.Create(t, &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: z8rv1.DatasetReplicationSpec{
+		Source: z8rv1.DatasetRef{Node: "n1", Dataset: fs}, Schedule: "24h", BandwidthLimit: &limit,
+		Targets: []z8rv1.ReplicationTarget{{Node: "n2"}},
+	}})
+	waitFor(t, c, name, "the first sync under way", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
+		p := target(dr, "n2").Transfer
+		return p != nil && p.BytesDone > 0
+	})
+	setSuspend := func(v bool) {
+		t.Helper()
+		var dr z8rv1.DatasetReplication
+		if err := c.Kube.Client.Get(ctx, client.ObjectKey{Name: name}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		patch := client.MergeFrom(dr.DeepCopy())
+		dr.Spec.Suspend = v
+		if err := c.Kube.Client.Patch(ctx, &dr, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setSuspend(true)
+	cancelled := time.Now()
+	dr := waitFor(t, c, name, "the transfer cancelled", 30*time.Second, func(dr *z8rv1.DatasetReplication) bool {
+		ts := target(dr, "n2")
+		return ts.State != z8rv1.TargetSyncing && ts.Transfer == nil && strings.Contains(ts.LastError, "cancelled")
+	})
+	t.Logf("cancelled within %v: target %+v", time.Since(cancelled).Round(100*time.Millisecond), target(dr, "n2"))
+	if ev := eventsOf(t, c, name); !hasEvent(ev, z8rv1.EventTransferCancelled) {
+		t.Errorf("no TransferCancelled Event: %v", ev)
+	}
+	if target(dr, "n2").ConsecutiveFailures != 0 {
+		t.Errorf("a cancel counted as a failure: %+v", target(dr, "n2"))
+	}
+	if ok, err := n2.ZFS().Exists(ctx, fs); err != nil || ok {
+		t.Errorf("the target node has %s after the cancel (exists %v, %v)", fs, ok, err)
+	}
+	if out, err := n2.Exec(ctx, "zfs", "list", "-H", "-t", "all", "-o", "name", "-r", "tank"); err != nil || strings.Contains(out, "cancel") {
+		t.Errorf("the target pool after the cancel:\n%s (%v)", out, err)
+	}
+	for _, s := range snapshotsOf(t, n1, fs) {
+		if s.UserRefs != 0 {
+			t.Errorf("%s has %d holds after the cancel, want none", s.Name, s.UserRefs)
+		}
+	}
+
+	setSuspend(false)
+	dr = waitFor(t, c, name, "synced after resuming", 3*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
+		return target(dr, "n2").State == z8rv1.TargetSynced && target(dr, "n2").LastSyncTime != nil
+	})
+	if ts := target(dr, "n2"); ts.LastSyncKind != "full" || ts.LastSyncBytes < size {
+		t.Errorf("after resuming: %+v, want a full sync of at least %d bytes", ts, size)
+	}
+	if readReplica(t, n2, fs, "big") != sum {
+		t.Error("the replica's data differs")
+	}
+}

@@ -56,7 +56,11 @@ type DatasetReplicationSpec struct {
 	// IncludeForeign also replicates snapshots z8r did not create.
 	// +optional
 	IncludeForeign bool `json:"includeForeign,omitempty"`
-	// Suspend stops snapshots and transfers without forgetting state.
+	// Suspend stops snapshots and transfers without forgetting state. A
+	// transfer running when it is set is cancelled within about a second:
+	// its partial receive is discarded and its step holds released (what
+	// earlier syncs received stays). Removing a target or deleting the
+	// replication cancels that target's transfer the same way.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 	// BandwidthLimit caps each transfer of this replication, in bytes per
@@ -76,6 +80,16 @@ type DatasetReplicationSpec struct {
 	// the old source and is a planned switchover that loses nothing.
 	// +optional
 	AllowUnplannedFailover bool `json:"allowUnplannedFailover,omitempty"`
+	// AllowDecryptedSend lets z8r send an encrypted source decrypted when
+	// it cannot send it raw (zfs send -w, the blocks still encrypted): a
+	// target node without raw receives (zfs-fuse, OpenZFS before 0.8), or
+	// a replica received decrypted earlier. The data then crosses the
+	// network and lands on the target as plaintext (or re-encrypted under
+	// an encrypted parent there). Default false: such a sync fails, sends
+	// nothing, and the target reports the error. Where a raw send is
+	// possible it is used either way; unencrypted sources are unaffected.
+	// +optional
+	AllowDecryptedSend bool `json:"allowDecryptedSend,omitempty"`
 }
 
 // ReplicationTrigger asks for a sync now.
@@ -106,6 +120,10 @@ const (
 	// PromotionWaiting: the old source cannot be reached and unplanned
 	// failover is not allowed; nothing was changed.
 	PromotionWaiting = "WaitingForSource"
+	// PromotionFreezing: the old source is being made read-only and
+	// snapshotted a last time (recorded before anything is changed, so a
+	// cancel after a crash here still makes it writable again).
+	PromotionFreezing = "Freezing"
 	// PromotionFinalSync: the old source is read-only; its last snapshot
 	// is being sent to the target.
 	PromotionFinalSync = "FinalSync"
@@ -144,8 +162,8 @@ type PromotionStatus struct {
 	// Kind is Planned or Unplanned (known once the old source was tried).
 	// +optional
 	Kind string `json:"kind,omitempty"`
-	// Phase is WaitingForSource, FinalSync, Promoting, Completed, Refused
-	// or Cancelled.
+	// Phase is WaitingForSource, Freezing, FinalSync, Promoting,
+	// Completed, Refused or Cancelled.
 	Phase string `json:"phase"`
 	// StartedAt and CompletedAt bound the promotion.
 	StartedAt   *metav1.Time `json:"startedAt,omitempty"`

@@ -33,6 +33,10 @@ const (
 	// longer matched the source (its snapshot gone, another base); the
 	// partial state was discarded and the next sync plans afresh.
 	EventResumeAbandoned = "ResumeAbandoned"
+	// EventTransferCancelled: a running sync was stopped on purpose (the
+	// replication suspended or deleted, the target removed from it); its
+	// partial receive was discarded and its step holds released.
+	EventTransferCancelled = "TransferCancelled"
 	// EventEmptyAnnotation: a master or replica annotation with an empty
 	// value (an error, not "replicate nothing"); the node is rejected and
 	// keeps its replications. A reason of its own, since Events on one

@@ -20,4 +20,10 @@
 // -chaos.iterations=N (Z8R_CHAOS_ITERATIONS) sets the length: `make test`
 // runs a short fixed-seed run, `make chaos` a long one. Every wait is
 // bounded.
+//
+// promotion_test.go kills the controller at each failpoint of a promotion
+// (controllers/promotion.go: planned switchover back and forth, an
+// unplanned failover and the old source's rejoin, a cancel) and checks
+// that it completes with every file intact, one writable copy, no hold of
+// the old direction left and the invariants above.
 package chaos
