@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
@@ -73,9 +75,13 @@ const (
 	// round: the other target syncs and source retention (last=1) runs
 	// while the down target's base must stay.
 	targetOutage = "target-outage"
+	// cancelTransfer suspends the replication a few ms into a transfer
+	// (a declarative cancel: the controller stops the transfer and
+	// settles the target) and resumes it once no transfer runs.
+	cancelTransfer = "cancel-transfer"
 )
 
-var faultKinds = []string{fpAfterSnapshot, fpAfterStepHold, fpAfterRecv, fpAfterBaseHold, fpMidPrune, killController, killSourceAgent, killTargetAgent, targetOutage}
+var faultKinds = []string{fpAfterSnapshot, fpAfterStepHold, fpAfterRecv, fpAfterBaseHold, fpMidPrune, killController, killSourceAgent, killTargetAgent, targetOutage, cancelTransfer}
 
 // maxHit is how many times a failpoint is reached in one iteration's
 // reconcile (per target, or source + targets for prunes): the N-th hit
@@ -96,7 +102,7 @@ func (f fault) String() string {
 	switch {
 	case isFailpoint(f.Kind):
 		return fmt.Sprintf("%s=%d", f.Kind, f.Hit)
-	case f.Kind == killController:
+	case f.Kind == killController, f.Kind == cancelTransfer:
 		return fmt.Sprintf("%s +%v into a transfer", f.Kind, f.Delay)
 	case f.Kind == targetOutage:
 		return fmt.Sprintf("%s(%s)", f.Kind, f.Node)
@@ -262,7 +268,7 @@ func (r *run) pick() fault {
 	switch {
 	case isFailpoint(f.Kind):
 		f.Hit = 1 + r.rng.IntN(maxHit[f.Kind])
-	case f.Kind == killController:
+	case f.Kind == killController, f.Kind == cancelTransfer:
 		f.Delay = time.Duration(r.rng.IntN(200)) * time.Millisecond
 	case f.Kind == targetOutage:
 		f.Node = r.targets[r.rng.IntN(len(r.targets))].node
@@ -346,6 +352,21 @@ func (r *run) iteration(i int) {
 			rec.Notes = append(rec.Notes, "failpoint not reached")
 		}
 		restart = true
+	case f.Kind == cancelTransfer:
+		pid, seen := r.waitTransfer(cp, "src", "send")
+		time.Sleep(f.Delay)
+		rec.Fired = seen && processAlive(pid)
+		r.setSuspend(true)
+		if !seen {
+			rec.Notes = append(rec.Notes, "no transfer seen")
+		}
+		// The cancel takes hold within seconds: no transfer is left on
+		// any node, and what the target had is intact (I1, I3).
+		if err := r.waitNoTransfer(30 * time.Second); err != nil {
+			r.violation(i, f, "L", fmt.Sprintf("a suspended replication still transfers: %v\n%s", err, cp.LogTail(30)))
+		}
+		r.crashCheck(i, f)
+		r.setSuspend(false)
 	case f.Kind == killController:
 		pid, seen := r.waitTransfer(cp, "src", "send")
 		time.Sleep(f.Delay)
@@ -759,6 +780,44 @@ func (r *run) killAgent(node string) {
 	}
 }
 
+// setSuspend sets the replication's spec.suspend.
+func (r *run) setSuspend(v bool) {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		dr, err := r.c.Replication(r.ctx, replication)
+		if err != nil {
+			return err
+		}
+		patch := client.MergeFromWithOptions(dr.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		dr.Spec.Suspend = v
+		return r.c.Kube.Client.Patch(r.ctx, dr, patch)
+	})
+	if err != nil {
+		r.t.Fatalf("set spec.suspend=%v: %v", v, err)
+	}
+}
+
+// waitNoTransfer waits until no agent runs a `zfs send` or `zfs recv`.
+func (r *run) waitNoTransfer(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		var busy []string
+		for name, a := range r.c.Agents {
+			for _, verb := range []string{"send", "recv"} {
+				if zfsChild(a.PID(), verb) != 0 {
+					busy = append(busy, name+" "+verb)
+				}
+			}
+		}
+		if len(busy) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v still running: %v", timeout, busy)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func (r *run) requestSync() {
 	dr, err := r.c.Replication(r.ctx, replication)
 	if err != nil {
@@ -776,7 +835,8 @@ func (r *run) requestSync() {
 func zfsChild(root int, verb string) int {
 	for _, p := range zfsChildren(root) {
 		args := cmdline(p)
-		if len(args) > 1 && (args[1] == verb || (verb == "recv" && args[1] == "receive")) {
+		// A dry run (send -n, the size estimate) moves nothing.
+		if len(args) > 1 && (args[1] == verb || (verb == "recv" && args[1] == "receive")) && !slices.Contains(args, "-n") {
 			return p
 		}
 	}
