@@ -83,7 +83,7 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		return r.finalize(ctx, &dr)
 	}
 	// Metrics from the stored status: after a restart, before any sync.
-	r.Metrics.ObserveReplication(&dr, r.Clock)
+	r.Metrics.ObserveRead(&dr, r.Clock)
 	if !controllerutil.ContainsFinalizer(&dr, finalizerReleaseHolds) {
 		controllerutil.AddFinalizer(&dr, finalizerReleaseHolds)
 		if err := r.Client.Update(ctx, &dr); err != nil {

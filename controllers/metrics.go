@@ -198,8 +198,9 @@ func (m *Metrics) ForgetReplication(rep string) {
 // schedule, with clock as "now"). Targets removed from the spec (in their
 // grace period) and targets no longer listed lose their series; a suspended
 // replication has no out-of-sync, consecutive-failure or missed-interval
-// series (nothing is expected of it, so nothing alerts). The reconciler calls it with the status it read (the
-// first reconcile after a restart) and with every status it writes.
+// series (nothing is expected of it, so nothing alerts). The reconciler
+// calls it with every status it writes, and through ObserveRead with the
+// status it read the first time it sees a replication (after a restart).
 func (m *Metrics) ObserveReplication(dr *z8rv1.DatasetReplication, clock schedule.Clock) {
 	if m == nil || dr == nil {
 		return
@@ -240,6 +241,23 @@ func (m *Metrics) ObserveReplication(dr *z8rv1.DatasetReplication, clock schedul
 		if !seen[l] {
 			m.Forget(rep, l)
 		}
+	}
+}
+
+// ObserveRead is ObserveReplication for the status a reconcile read from
+// the cache, which may be older than a status this process wrote since:
+// it sets the gauges only the first time the replication is seen (after a
+// restart); from then on the statuses written keep them current, and a
+// stale read cannot set them back.
+func (m *Metrics) ObserveRead(dr *z8rv1.DatasetReplication, clock schedule.Clock) {
+	if m == nil || dr == nil {
+		return
+	}
+	m.mu.Lock()
+	_, seen := m.targets[dr.Name]
+	m.mu.Unlock()
+	if !seen {
+		m.ObserveReplication(dr, clock)
 	}
 }
 

@@ -248,6 +248,36 @@ func TestMetrics_LastSyncNeverMovesBack(t *testing.T) {
 	}
 }
 
+// TestMetrics_ObserveReadOnlyFirst: the status a reconcile reads from the
+// cache sets the gauges only when the replication is new to this process;
+// a stale read after a written status does not set them back.
+func TestMetrics_ObserveReadOnlyFirst(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	withFailures := func(n int) *z8rv1.DatasetReplication {
+		return &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: "r"}, Status: z8rv1.DatasetReplicationStatus{
+			Targets: []z8rv1.TargetStatus{statusTarget("n2", z8rv1.TargetFailed, func(ts *z8rv1.TargetStatus) { ts.ConsecutiveFailures = n })}}}
+	}
+	failures := func() float64 {
+		v, _ := metricSeries(t, reg, "z8r_target_consecutive_failures", "replication", "r", "target", "n2:tank/a")
+		return v
+	}
+	m.ObserveRead(withFailures(3), schedule.RealClock{}) // after a restart: taken
+	if failures() != 3 {
+		t.Fatalf("first read: failures %v, want 3", failures())
+	}
+	m.ObserveReplication(withFailures(0), schedule.RealClock{}) // a status written
+	m.ObserveRead(withFailures(3), schedule.RealClock{})        // a stale cached read
+	if failures() != 0 {
+		t.Errorf("after a stale read: failures %v, want the written 0", failures())
+	}
+	m.ForgetReplication("r")
+	m.ObserveRead(withFailures(2), schedule.RealClock{}) // new again
+	if failures() != 2 {
+		t.Errorf("read after ForgetReplication: failures %v, want 2", failures())
+	}
+}
+
 func TestMetrics_ObserveReplicationForgetsGoneTargets(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	m := NewMetrics(reg)

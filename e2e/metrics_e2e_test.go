@@ -66,10 +66,21 @@ func TestMetrics_RealAgents(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := policy.ID("node01", "tank/dataset1")
-	dr := waitFor(t, c, rep, "dataset1 synced", 3*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
+	waitFor(t, c, rep, "dataset1 synced", 3*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
 		return dr.Status.State == z8rv1.TargetSynced && target(dr, "node02").LastSyncTime != nil
 	})
+	// The controller goes on reconciling (a Z8RNode heartbeat, another
+	// sync with nothing to send): compare its gauges with its status once
+	// it stopped, so both are its last word.
+	c.StopController()
+	dr, err := c.Replication(ctx, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := target(dr, "node02")
+	if ts.State != z8rv1.TargetSynced {
+		t.Fatalf("target %+v after the controller stopped, want Synced", ts)
+	}
 	labels := []string{"replication", rep, "target", "node02:tank/dataset1"}
 	gauge := func(name string) float64 {
 		t.Helper()
