@@ -447,7 +447,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		ID: policy.ID(t.Node, ts.Dataset), PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
 	}
-	res, err := replicate.SyncTarget(syncCtx, src, dr.Spec.Source.Dataset, target, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr)})
+	res, err := replicate.SyncTarget(syncCtx, src, dr.Spec.Source.Dataset, target, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, AllowDecryptedSend: dr.Spec.AllowDecryptedSend, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr)})
 	watch.Ended()
 	transferEnded()
 	ts.SnapshotsBehind = res.Behind

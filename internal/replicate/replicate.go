@@ -179,6 +179,13 @@ func (t Target) origin(srcDataset string) string {
 // Options tune a sync.
 type Options struct {
 	IncludeForeign bool
+	// AllowDecryptedSend lets an encrypted source be sent decrypted when
+	// it cannot be sent raw (a node without raw sends, or a replica
+	// received decrypted before): its plaintext then crosses the network
+	// and lands on the target. Default false: such a sync fails with
+	// ErrEncryptedNeedsRaw and sends nothing. Where raw is possible it
+	// is used either way.
+	AllowDecryptedSend bool
 	// RateLimit caps each transfer at that many bytes per second on the
 	// source agent (agent.TransferRequest.RateLimit); 0: no cap.
 	RateLimit int64
@@ -253,6 +260,11 @@ type session struct {
 	opts       Options
 	srcList    Listing
 	tgtList    Listing
+	// encChecked: encrypted (the source's encryption property) was read;
+	// enc is the send flags of the plan being executed.
+	encChecked bool
+	encrypted  bool
+	enc        encoding
 }
 
 func newSession(ctx context.Context, src Endpoint, srcDataset string, t Target, opts Options) (*session, error) {

@@ -55,6 +55,14 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 			res.ProtectedBase = p.Base.Name
 		}
 	}
+	if len(p.Steps) > 0 {
+		// The send flags, before anything is held or sent: a refusal
+		// (ErrEncryptedNeedsRaw) leaves nothing behind.
+		var err error
+		if s.enc, err = s.encoding(ctx, p); err != nil {
+			return err
+		}
+	}
 	if s.opts.Planned != nil && len(p.Steps) > 0 {
 		s.opts.Planned(len(p.Steps), s.estimate(ctx, p))
 	}
@@ -79,7 +87,7 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 			}
 		}
 		req := agent.TransferRequest{
-			Send:          stepSend(s.srcDataset, step),
+			Send:          s.enc.apply(stepSend(s.srcDataset, step)),
 			TargetAddr:    s.t.Addr,
 			TargetHostKey: s.t.HostKey,
 			Recv:          zfsexec.RecvOptions{Target: s.t.Dataset, Unmounted: true, Resumable: s.resumable(), Force: force},
@@ -617,7 +625,7 @@ func (s *session) estimate(ctx context.Context, p plan.Plan) int64 {
 	defer s.opts.trace("estimate", time.Now())
 	var total int64
 	for _, step := range p.Steps {
-		n, err := s.sz.SendSize(ctx, stepSend(s.srcDataset, step))
+		n, err := s.sz.SendSize(ctx, s.enc.apply(stepSend(s.srcDataset, step)))
 		if err != nil {
 			return 0
 		}

@@ -24,8 +24,9 @@ var nativeProps = map[string]bool{
 	"userrefs": true, "readonly": true, "mountpoint": true, "mounted": true,
 	"canmount": true, "defer_destroy": true, "origin": true, "used": true,
 	"referenced": true, "volsize": true,
-	// OpenZFS only (see knownProp).
-	"receive_resume_token": true, "written": true,
+	// OpenZFS only (see knownProp). The fake has no encryption: every
+	// dataset's is off.
+	"receive_resume_token": true, "written": true, "encryption": true,
 }
 
 // knownProp reports whether this node's ZFS has property p.
@@ -33,7 +34,7 @@ func (n *Node) knownProp(p string) bool {
 	if strings.Contains(p, ":") {
 		return true
 	}
-	if (p == "receive_resume_token" || p == "written") && !n.openZFS() {
+	if (p == "receive_resume_token" || p == "written" || p == "encryption") && !n.openZFS() {
 		return false
 	}
 	return nativeProps[p]
@@ -232,6 +233,10 @@ func (n *Node) prop(o object, p string) (string, string) {
 	case "written":
 		if o.ds != nil {
 			return strconv.FormatInt(o.ds.written, 10), "-"
+		}
+	case "encryption":
+		if o.ds != nil || o.snap != nil {
+			return "off", "default"
 		}
 	}
 	return "-", "-"
