@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
+	"strings"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -391,10 +393,39 @@ func (r *PVCAnnotationsReconciler) SetupWithManager(mgr manager.Manager) error {
 		}
 		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: vs.Namespace, Name: *vs.Spec.Source.PersistentVolumeClaimName}}}
 	})
+	// A PVC's replication being promoted: the PVC hands it over once the
+	// promotion completed (pvcannotations_datasetreplication.go).
+	ownDR := predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*z8rv1.DatasetReplication)
+			n, ok2 := e.ObjectNew.(*z8rv1.DatasetReplication)
+			if !ok1 || !ok2 || n.Labels[z8rv1.LabelManagedBy] != managedByPVCAnnotations {
+				return false
+			}
+			phase := func(dr *z8rv1.DatasetReplication) string {
+				if dr.Status.Promotion == nil {
+					return ""
+				}
+				return dr.Status.Promotion.Phase
+			}
+			return o.Generation != n.Generation || phase(o) != phase(n) || !reflect.DeepEqual(o.Status.Source, n.Status.Source)
+		},
+	}
+	drToPVC := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		ns, name, ok := strings.Cut(o.GetAnnotations()[annotationPVC], "/")
+		if !ok {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}}}
+	})
 	return builder.ControllerManagedBy(mgr).
 		Named("pvcannotations").
 		For(&corev1.PersistentVolumeClaim{}, builder.WithPredicates(pvcChanged)).
 		Watches(&snapshotv1.VolumeSnapshot{}, toPVC, builder.WithPredicates(ownVS)).
+		Watches(&z8rv1.DatasetReplication{}, drToPVC, builder.WithPredicates(ownDR)).
 		WithOptions(controller.Options{SkipNameValidation: &r.skipNameValidation}).
 		Complete(r)
 }

@@ -22,12 +22,70 @@ import (
 // PVC annotations' DatasetReplications.
 const (
 	// managedByPVCAnnotations marks a DatasetReplication made for a PVC.
-	managedByPVCAnnotations = "pvc-annotations"
+	managedByPVCAnnotations = z8rv1.ManagedByPVCAnnotations
 	// annotationPVC and annotationPV on it name the PVC (namespace/name)
 	// and the PV whose dataset it keeps.
 	annotationPVC = "z8r.dev/pvc"
 	annotationPV  = "z8r.dev/pv"
+	// annotationHandedOver on a DatasetReplication that was a PVC's
+	// names that PVC (namespace/name): the replication was promoted away
+	// from the PVC's volume and handed over to the administrator.
+	annotationHandedOver = "z8r.dev/handed-over-from"
 )
+
+// promotedAway reports a promotion of dr asked for (spec.source moved to
+// a target), running, refused or completed: its source is, or is about
+// to be, another dataset than the PVC's volume, and the PVC's annotations
+// must neither change nor delete it (that would undo or orphan the
+// promotion, and could leave the old source read-only).
+func promotedAway(dr *z8rv1.DatasetReplication) bool {
+	if dr.Status.Source != nil && *dr.Status.Source != dr.Spec.Source {
+		return true
+	}
+	p := dr.Status.Promotion
+	return p != nil && (promotionRunning(p) || p.Phase == z8rv1.PromotionCompleted)
+}
+
+// handOver ends z8r's management of a promoted PVC replication: the labels
+// and annotations that make it the PVC's go, annotationHandedOver records
+// where it came from. The replication itself (its source, now the
+// promoted target, and its targets, the old source among them) is left
+// as it is; from then on it is the administrator's, like any
+// DatasetReplication they create.
+func (r *PVCAnnotationsReconciler) handOver(ctx context.Context, dr *z8rv1.DatasetReplication, namespace, name string, pvc *corev1.PersistentVolumeClaim) error {
+	patch := client.MergeFromWithOptions(dr.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	delete(dr.Labels, z8rv1.LabelManagedBy)
+	delete(dr.Labels, z8rv1.LabelPVCUID)
+	delete(dr.Annotations, annotationPVC)
+	delete(dr.Annotations, annotationPV)
+	if dr.Annotations == nil {
+		dr.Annotations = map[string]string{}
+	}
+	dr.Annotations[annotationHandedOver] = namespace + "/" + name
+	if err := r.Client.Patch(ctx, dr, patch); err != nil {
+		return fmt.Errorf("hand over DatasetReplication %s: %w", dr.Name, err)
+	}
+	src := sourceInForce(dr)
+	logf.FromContext(ctx).Info("handed over a promoted PVC replication", "replication", dr.Name, "source", refString(src))
+	if pvc != nil {
+		r.Recorder.Eventf(pvc, nil, corev1.EventTypeNormal, z8rv1.EventReplicationHandedOver, "Promote",
+			"DatasetReplication %s was promoted: %s is its source now and it replicates from there; this PVC's annotations no longer manage it (docs/failover.md, PVCs)", dr.Name, refString(dr.Spec.Source))
+	}
+	return nil
+}
+
+// promotedNote is the PVC's problem while its replication is promoted
+// away (running) or after it was handed over.
+func promotedNote(dr *z8rv1.DatasetReplication) string {
+	if dr.Annotations[annotationHandedOver] == "" {
+		phase := "requested"
+		if p := dr.Status.Promotion; p != nil && promotionRunning(p) {
+			phase = p.Phase
+		}
+		return fmt.Sprintf("DatasetReplication %s is being promoted to %s (%s): this PVC's annotations are not applied to it meanwhile", dr.Name, refString(dr.Spec.Source), phase)
+	}
+	return fmt.Sprintf("DatasetReplication %s was promoted to %s and handed over to the administrator; this PVC's replication annotations have no effect until it is deleted (docs/failover.md, PVCs)", dr.Name, refString(dr.Spec.Source))
+}
 
 // PVCReplicationName names the DatasetReplication of a PVC: "pvc-", a
 // readable part and 64 bits of a hash of namespace and name, at most 63
@@ -46,6 +104,10 @@ func legacyPVCReplicationName(namespace, name string) string {
 
 // errReplicationNameTaken: the computed name is another owner's object.
 var errReplicationNameTaken = errors.New("the DatasetReplication name is taken by another owner")
+
+// errHandedOver: the computed name is the PVC's former replication,
+// promoted away and handed over to the administrator (handOver).
+var errHandedOver = errors.New("the PVC's DatasetReplication was promoted and handed over")
 
 // ownsReplication reports whether dr is the DatasetReplication z8r made
 // for the PVC namespace/name: labelled as PVC annotations' and annotated
@@ -77,6 +139,9 @@ func (r *PVCAnnotationsReconciler) pvcReplication(ctx context.Context, namespace
 		}
 		// A legacy-named object of another PVC is not ours: never touched.
 	}
+	if taken != nil && taken.Annotations[annotationHandedOver] == namespace+"/"+pvcName {
+		return taken, name, errHandedOver
+	}
 	if taken != nil {
 		owner := taken.Annotations[annotationPVC]
 		if taken.Labels[z8rv1.LabelManagedBy] != managedByPVCAnnotations || owner == "" {
@@ -97,6 +162,18 @@ func (r *PVCAnnotationsReconciler) reconcileReplication(ctx context.Context, pvc
 		return r.invalid(pvc, z8rv1.AnnotationReplicateTo, pvc.Annotations[z8rv1.AnnotationReplicateTo], err)
 	}
 	cur, name, err := r.pvcReplication(ctx, pvc.Namespace, pvc.Name)
+	if errors.Is(err, errHandedOver) {
+		return reconcile.Result{}, promotedNote(cur), nil
+	}
+	if err == nil && cur != nil && promotedAway(cur) {
+		if p := cur.Status.Promotion; p == nil || p.Phase != z8rv1.PromotionCompleted || cur.DeletionTimestamp != nil {
+			return reconcile.Result{RequeueAfter: retryTransient}, promotedNote(cur), nil
+		}
+		if err := r.handOver(ctx, cur, pvc.Namespace, pvc.Name, pvc); err != nil {
+			return reconcile.Result{}, "", err
+		}
+		return reconcile.Result{}, promotedNote(cur), nil
+	}
 	if errors.Is(err, errReplicationNameTaken) {
 		note := fmt.Sprintf("cannot keep this PVC's replication: %v; it is neither changed nor deleted", err)
 		r.Recorder.Eventf(pvc, nil, corev1.EventTypeWarning, z8rv1.EventReplicationNameTaken, "Configure", "%s", note)
@@ -240,12 +317,19 @@ func (r *PVCAnnotationsReconciler) datasetAt(ctx context.Context, pv string, vol
 // under the name that is not this PVC's is left alone.
 func (r *PVCAnnotationsReconciler) dropReplication(ctx context.Context, namespace, name string, pvc *corev1.PersistentVolumeClaim) error {
 	dr, _, err := r.pvcReplication(ctx, namespace, name)
-	if errors.Is(err, errReplicationNameTaken) {
+	if errors.Is(err, errReplicationNameTaken) || errors.Is(err, errHandedOver) {
 		logf.FromContext(ctx).Info("replication name taken by another owner; not deleting it", "error", err.Error())
 		return nil
 	}
 	if err != nil || dr == nil || !dr.DeletionTimestamp.IsZero() {
 		return err
+	}
+	if promotedAway(dr) {
+		// Its source is (or is becoming) the promoted target: deleting
+		// it would stop that copy's replication and could leave the old
+		// source read-only. It is handed over instead, even mid-promotion
+		// (the promotion does not depend on the PVC).
+		return r.handOver(ctx, dr, namespace, name, pvc)
 	}
 	// Deleted only if it is still the object whose ownership was checked
 	// (only z8r and administrators write DatasetReplications).

@@ -45,6 +45,7 @@ func TestTable_Reconcilers(t *testing.T) {
 	t.Run("Z8RNode", func(t *testing.T) { tableZ8RNode(t, te) })
 	t.Run("NodePolicy", func(t *testing.T) { tableNodePolicy(t, te) })
 	t.Run("PVCAnnotations", func(t *testing.T) { tablePVCAnnotations(t, te) })
+	t.Run("PVCPromoted", func(t *testing.T) { tablePVCPromoted(t, te) })
 	t.Run("PVCSchedule", func(t *testing.T) { tablePVCSchedule(t, te) })
 	t.Run("SnapshotContent", func(t *testing.T) { tableSnapshotContent(t, te) })
 	t.Run("VolumeSnapshotReplication", func(t *testing.T) { tableVolumeSnapshotReplication(t, te) })
@@ -289,7 +290,7 @@ var allReasons = []string{
 	z8rv1.EventTargetDiverged, z8rv1.EventTargetMovedAside, z8rv1.EventPruned, z8rv1.EventPruneFailed,
 	z8rv1.EventSourceUnavailable, z8rv1.EventTargetRemoved, z8rv1.EventInvalidAnnotation, z8rv1.EventAnnotationWarning,
 	z8rv1.EventHostKeyPinned, z8rv1.EventHostKeyChanged, z8rv1.EventReplicationGenerated, z8rv1.EventReplicationConflict,
-	z8rv1.EventFutureSnapshot, z8rv1.EventHoldsLeaked, z8rv1.EventResumeAbandoned, z8rv1.EventTransferCancelled, z8rv1.EventEmptyAnnotation,
+	z8rv1.EventFutureSnapshot, z8rv1.EventHoldsLeaked, z8rv1.EventResumeAbandoned, z8rv1.EventTransferCancelled, z8rv1.EventReplicationHandedOver, z8rv1.EventEmptyAnnotation,
 	z8rv1.EventTargetNotAllowed, z8rv1.EventReplicationNameTaken,
 	z8rv1.EventPromoted, z8rv1.EventPromotionRefused, z8rv1.EventPromotionWaiting, z8rv1.EventPromotionCancelled,
 	z8rv1.EventTailPreserved,

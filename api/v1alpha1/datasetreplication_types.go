@@ -408,6 +408,9 @@ const (
 	LabelManagedBy = "z8r.dev/managed-by"
 	// ManagedByNodeAnnotations is its value for node annotations.
 	ManagedByNodeAnnotations = "node-annotations"
+	// ManagedByPVCAnnotations is its value for a PVC's annotations
+	// (z8r.dev/replicate-to on a PVC of a non-CSI volume).
+	ManagedByPVCAnnotations = "pvc-annotations"
 )
 
 func init() {

@@ -37,6 +37,11 @@ const (
 	// replication suspended or deleted, the target removed from it); its
 	// partial receive was discarded and its step holds released.
 	EventTransferCancelled = "TransferCancelled"
+	// EventReplicationHandedOver: a PVC's DatasetReplication was promoted
+	// to one of its targets; z8r stops managing it from the PVC's
+	// annotations (it keeps replicating from the new source) and leaves
+	// it to the administrator.
+	EventReplicationHandedOver = "ReplicationHandedOver"
 	// EventEmptyAnnotation: a master or replica annotation with an empty
 	// value (an error, not "replicate nothing"); the node is rejected and
 	// keeps its replications. A reason of its own, since Events on one

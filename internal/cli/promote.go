@@ -83,7 +83,10 @@ func checkPromotable(dr *z8rv1.DatasetReplication, spec z8rv1.DatasetReplication
 	switch dr.Labels[z8rv1.LabelManagedBy] {
 	case z8rv1.ManagedByNodeAnnotations:
 		return fmt.Errorf("%w: %s is generated from node annotations, which would undo the change: swap the master and replica annotations instead (docs/failover.md)", ErrPromote, dr.Name)
-	case "":
+	case "", z8rv1.ManagedByPVCAnnotations:
+		// A PVC's replication: the PVC's annotations leave it alone while
+		// it is promoted and hand it over to the administrator once the
+		// promotion completed (docs/failover.md, PVCs).
 	default:
 		return fmt.Errorf("%w: %s is generated from %s annotations, which would undo the change; restore the replica into a new PVC with kubectl z8r restore instead (docs/failover.md)", ErrPromote, dr.Name, dr.Labels[z8rv1.LabelManagedBy])
 	}
@@ -165,6 +168,10 @@ func (r *runner) promote(ctx context.Context, name, node, dataset string, unplan
 		return fmt.Errorf("promote %s: %w", name, err)
 	}
 	fmt.Fprintf(r.opts.Out, "Promotion requested: %s: %s:%s becomes the source\n", Clean(name), Clean(spec.Source.Node), Clean(spec.Source.Dataset))
+	if pvc := dr.Annotations["z8r.dev/pvc"]; dr.Labels[z8rv1.LabelManagedBy] == z8rv1.ManagedByPVCAnnotations && pvc != "" {
+		fmt.Fprintf(r.opts.Out, "It is PVC %s's replication: once promoted it is handed over to you (the PVC's annotations stop managing it); bind a workload to %s:%s with a PV of your own (docs/failover.md, PVCs)\n",
+			Clean(pvc), Clean(spec.Source.Node), Clean(spec.Source.Dataset))
+	}
 	if !wait {
 		return nil
 	}

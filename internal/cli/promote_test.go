@@ -103,8 +103,10 @@ func TestPromoteSpec_BadInput(t *testing.T) {
 	}
 }
 
-// TestCheckPromotable_Refuses: generated replications, diverged or
-// never-synced targets and a running promotion are refused.
+// TestCheckPromotable_Refuses: replications generated from node
+// annotations or for a VolumeSnapshot replica, diverged or never-synced
+// targets and a running promotion are refused; a PVC's replication is
+// not (the PVC's annotations hand it over once it is promoted).
 func TestCheckPromotable_Refuses(t *testing.T) {
 	synced := []z8rv1.TargetStatus{{Node: "node02", Dataset: "tank/web", State: z8rv1.TargetSynced, LastSnapshotGUID: "42"}}
 	for _, tc := range []struct {
@@ -116,6 +118,14 @@ func TestCheckPromotable_Refuses(t *testing.T) {
 		{"node annotations", func(dr *z8rv1.DatasetReplication) {
 			dr.Status.Targets = synced
 			dr.Labels = map[string]string{z8rv1.LabelManagedBy: z8rv1.ManagedByNodeAnnotations}
+		}, false},
+		{"a PVC's (handed over once promoted)", func(dr *z8rv1.DatasetReplication) {
+			dr.Status.Targets = synced
+			dr.Labels = map[string]string{z8rv1.LabelManagedBy: z8rv1.ManagedByPVCAnnotations}
+		}, true},
+		{"a VolumeSnapshot replica's", func(dr *z8rv1.DatasetReplication) {
+			dr.Status.Targets = synced
+			dr.Labels = map[string]string{z8rv1.LabelManagedBy: z8rv1.ManagedByReplication}
 		}, false},
 		{"diverged", func(dr *z8rv1.DatasetReplication) {
 			dr.Status.Targets = []z8rv1.TargetStatus{{Node: "node02", Dataset: "tank/web", State: z8rv1.TargetDiverged, LastSnapshotGUID: "42"}}
