@@ -147,6 +147,14 @@ func (r *DatasetReplicationReconciler) promote(ctx context.Context, dr *z8rv1.Da
 		case status.Targets[i].State == z8rv1.TargetDiverged:
 			return refuse(fmt.Sprintf("%s diverged from %s (%s): promoting it would lose what the source has; resolve the divergence first", refString(to), refString(from), status.Targets[i].LastError))
 		}
+		// A raw replica of an encrypted dataset cannot be mounted without
+		// its key: refused before the old source is frozen. (Unreachable:
+		// the steps below report it.)
+		if tgt, err := r.Agents.Get(ctx, to.Node); err == nil {
+			if missing, err := replicate.KeyNotLoaded(ctx, tgt.ZFS(), to.Dataset); err == nil && missing {
+				return refuse(fmt.Sprintf("%s is encrypted and its key is not loaded on %s: load it (zfs load-key %s, with the source's key) and the promotion goes on", refString(to), to.Node, to.Dataset))
+			}
+		}
 	}
 
 	if p.Phase != z8rv1.PromotionPromoting {

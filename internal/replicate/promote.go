@@ -106,6 +106,9 @@ func Freeze(ctx context.Context, z *zfsexec.ZFS, fs, origin string) error {
 //  2. readonly=off, then canmount=on, then `zfs mount` unless mounted;
 //  3. last, `zfs inherit` ReplicaOfProp: from then on fs is no replica.
 //
+// An encrypted fs whose key is not loaded (a replica received raw) is
+// refused first with ErrKeyNotLoaded: it could not be mounted.
+//
 // fs must carry ReplicaOfProp set locally (the agent allows readonly=off
 // and canmount=on only then), or be writable already (readonly=off,
 // canmount=on: a promotion that finished, which is then only mounted if it
@@ -127,6 +130,11 @@ func MakeWritable(ctx context.Context, z *zfsexec.ZFS, fs string) (RecoveryPoint
 	}
 	if t := p["type"].Value; t != string(zfsexec.TypeFilesystem) {
 		return rp, &NotReplicaError{Dataset: fs, Reason: "a " + t + ", not a filesystem"}
+	}
+	if missing, err := KeyNotLoaded(ctx, z, fs); err != nil {
+		return rp, fmt.Errorf("replicate: promote %s: %w", fs, err)
+	} else if missing {
+		return rp, fmt.Errorf("replicate: promote %s: %w", fs, ErrKeyNotLoaded)
 	}
 	m := p[ReplicaOfProp]
 	marked := m.Source == "local" && m.Value != "" && m.Value != "-"
@@ -179,6 +187,27 @@ func MakeWritable(ctx context.Context, z *zfsexec.ZFS, fs string) (RecoveryPoint
 		}
 	}
 	return rp, nil
+}
+
+// ErrKeyNotLoaded: the filesystem is encrypted (a raw replica) and its
+// key is not loaded on its node, so it cannot be mounted: load it first
+// (`zfs load-key`, with the source's key). Nothing was changed.
+var ErrKeyNotLoaded = errors.New("encrypted and its key is not loaded (zfs load-key it first)")
+
+// KeyNotLoaded reports whether fs is encrypted with its key not loaded,
+// as a replica received raw is until an operator loads the key. Nodes
+// without raw sends (zfs-fuse) have no encryption: false, and nothing is
+// run there. It only reads.
+func KeyNotLoaded(ctx context.Context, z *zfsexec.ZFS, fs string) (bool, error) {
+	caps, err := z.Capabilities(ctx)
+	if err != nil || !caps.RawSend {
+		return false, err
+	}
+	p, err := z.Get(ctx, fs, "encryption", "keystatus")
+	if err != nil {
+		return false, err
+	}
+	return isEncrypted(p["encryption"].Value) && p["keystatus"].Value != "available", nil
 }
 
 // CommonBase returns the newest snapshot of oldFS (on oldZ, the former

@@ -158,6 +158,29 @@ func TestSyncTarget_OpenZFS_SendFlags(t *testing.T) {
 				t.Errorf("sync %d: replica GUIDs %s, source %s", i, d, s)
 			}
 		}
+
+		// Promoting the raw replica: refused while its key is not loaded,
+		// with nothing changed; once the key is loaded, it goes.
+		if missing, err := replicate.KeyNotLoaded(ctx, z, "tank/encrep"); err != nil || !missing {
+			t.Fatalf("KeyNotLoaded(raw replica) = %v, %v; want true", missing, err)
+		}
+		if missing, err := replicate.KeyNotLoaded(ctx, z, "tank/enc"); err != nil || missing {
+			t.Fatalf("KeyNotLoaded(source, key loaded) = %v, %v; want false", missing, err)
+		}
+		before := props(t, z, "tank/encrep", "readonly", "canmount", "mounted", replicate.ReplicaOfProp)
+		if _, err := replicate.MakeWritable(ctx, z, "tank/encrep"); !errors.Is(err, replicate.ErrKeyNotLoaded) {
+			t.Fatalf("MakeWritable of a raw replica without its key = %v, want ErrKeyNotLoaded", err)
+		}
+		if after := props(t, z, "tank/encrep", "readonly", "canmount", "mounted", replicate.ReplicaOfProp); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("a refused MakeWritable changed the replica: %v, was %v", after, before)
+		}
+		must(t, r.Run(ctx, zfsexec.Command{Argv: []string{"zfs", "load-key", "-L", "file:///root/z8r.key", "tank/encrep"}}))
+		if _, err := replicate.MakeWritable(ctx, z, "tank/encrep"); err != nil {
+			t.Fatalf("MakeWritable with the key loaded: %v", err)
+		}
+		if p := props(t, z, "tank/encrep", "readonly", "mounted", "keystatus"); p["readonly"].Value != "off" || p["mounted"].Value != "yes" || p["keystatus"].Value != "available" {
+			t.Errorf("promoted raw replica readonly=%s mounted=%s keystatus=%s", p["readonly"].Value, p["mounted"].Value, p["keystatus"].Value)
+		}
 	})
 
 	t.Run("encrypted-to-a-target-without-raw", func(t *testing.T) {

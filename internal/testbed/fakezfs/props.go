@@ -26,7 +26,7 @@ var nativeProps = map[string]bool{
 	"referenced": true, "volsize": true,
 	// OpenZFS only (see knownProp). The fake has no encryption: every
 	// dataset's is off.
-	"receive_resume_token": true, "written": true, "encryption": true,
+	"receive_resume_token": true, "written": true, "encryption": true, "keystatus": true,
 }
 
 // knownProp reports whether this node's ZFS has property p.
@@ -34,7 +34,7 @@ func (n *Node) knownProp(p string) bool {
 	if strings.Contains(p, ":") {
 		return true
 	}
-	if (p == "receive_resume_token" || p == "written" || p == "encryption") && !n.openZFS() {
+	if (p == "receive_resume_token" || p == "written" || p == "encryption" || p == "keystatus") && !n.openZFS() {
 		return false
 	}
 	return nativeProps[p]
