@@ -26,23 +26,10 @@ import (
 // share sent. Once synced the transfer is gone, and the replica holds the
 // source's data.
 func TestReplication_ProgressVisibleWhileSyncing(t *testing.T) {
-	const size = 512 << 20
-	c := cluster.Start(t, cluster.Options{Nodes: []cluster.NodeSpec{
-		{Name: "n1", PoolSize: "1G"}, {Name: "n2", PoolSize: "1G"}}})
-	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
-	const fs = "tank/progress"
-	sum := mkdata(t, n1, fs, "big", size)
-	c.StartController()
+	const name, fs = "progress", "tank/progress"
+	c, sum := pacedSync(t, name, fs)
+	n2 := c.Nodes["n2"]
 	ctx := ctxT(t)
-	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	const name = "progress"
-	limit := resource.MustParse("40Mi")
-	c.Kube.Create(t, &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: z8rv1.DatasetReplicationSpec{
-		Source: z8rv1.DatasetRef{Node: "n1", Dataset: fs}, Schedule: "24h", BandwidthLimit: &limit,
-		Targets: []z8rv1.ReplicationTarget{{Node: "n2"}},
-	}})
 
 	var seen []z8rv1.TransferProgress // distinct writes, in order
 	statusOut := ""
@@ -87,14 +74,14 @@ func TestReplication_ProgressVisibleWhileSyncing(t *testing.T) {
 		if i > 0 && p.UpdatedAt.Sub(seen[i-1].UpdatedAt.Time) > 10*time.Second {
 			t.Errorf("write %d came %v after the one before, want at most 10 s", i, p.UpdatedAt.Sub(seen[i-1].UpdatedAt.Time))
 		}
-		if p.BytesExpected < size || p.BytesExpected > 2*size {
-			t.Errorf("write %d: expected %d bytes, want about the %d written", i, p.BytesExpected, size)
+		if p.BytesExpected < pacedSize || p.BytesExpected > 2*pacedSize {
+			t.Errorf("write %d: expected %d bytes, want about the %d written", i, p.BytesExpected, pacedSize)
 		}
 		if p.EstimatedCompletion == nil || p.BytesPerSecond <= 0 || p.Steps != 1 {
 			t.Errorf("write %d: %+v, want a rate, an estimated completion and one step", i, p)
 			continue
 		}
-		if lim := limit.Value(); p.BytesPerSecond > 2*lim || p.BytesPerSecond < lim/4 {
+		if lim := pacedLimit.Value(); p.BytesPerSecond > 2*lim || p.BytesPerSecond < lim/4 {
 			t.Errorf("write %d: rate %d B/s, want near the %d B/s the sync is paced at", i, p.BytesPerSecond, lim)
 		}
 		if off := p.EstimatedCompletion.Sub(ts.LastSyncTime.Time); off < -10*time.Second || off > 10*time.Second {
@@ -114,6 +101,33 @@ func TestReplication_ProgressVisibleWhileSyncing(t *testing.T) {
 		t.Error("the replica's data differs")
 	}
 }
+
+// pacedLimit paces the transfers of pacedSync.
+var pacedLimit = resource.MustParse("40Mi")
+
+// pacedSync starts two nodes with 1 GiB pools, writes pacedSize random
+// bytes into fs on n1 and creates the replication name of fs to n2, paced
+// at pacedLimit, so that its first sync lasts about 13 s. It returns the
+// cluster and the checksum of the data.
+func pacedSync(t *testing.T, name, fs string) (*cluster.Cluster, [32]byte) {
+	t.Helper()
+	c := cluster.Start(t, cluster.Options{Nodes: []cluster.NodeSpec{
+		{Name: "n1", PoolSize: "1G"}, {Name: "n2", PoolSize: "1G"}}})
+	sum := mkdata(t, c.Nodes["n1"], fs, "big", pacedSize)
+	c.StartController()
+	if err := c.WaitZ8RNodesReady(ctxT(t), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	limit := pacedLimit
+	c.Kube.Create(t, &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: z8rv1.DatasetReplicationSpec{
+		Source: z8rv1.DatasetRef{Node: "n1", Dataset: fs}, Schedule: "24h", BandwidthLimit: &limit,
+		Targets: []z8rv1.ReplicationTarget{{Node: "n2"}},
+	}})
+	return c, sum
+}
+
+// pacedSize is how much pacedSync replicates.
+const pacedSize = 512 << 20
 
 // pluginStatus is `kubectl z8r status NAME`.
 func pluginStatus(t *testing.T, c *cluster.Cluster, name string) string {
@@ -136,23 +150,10 @@ func pluginStatus(t *testing.T, c *cluster.Cluster, name string) string {
 // that received nothing). Resumed, the replication syncs in full and the
 // replica holds the source's data.
 func TestReplication_CancelLeavesNothingBehind(t *testing.T) {
-	const size = 512 << 20
-	c := cluster.Start(t, cluster.Options{Nodes: []cluster.NodeSpec{
-		{Name: "n1", PoolSize: "1G"}, {Name: "n2", PoolSize: "1G"}}})
+	const name, fs = "cancel", "tank/cancel"
+	c, sum := pacedSync(t, name, fs)
 	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
-	const fs = "tank/cancel"
-	sum := mkdata(t, n1, fs, "big", size)
-	c.StartController()
 	ctx := ctxT(t)
-	if err := c.WaitZ8RNodesReady(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	const name = "cancel"
-	limit := resource.MustParse("40Mi")
-	c.Kube.Create(t, &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: z8rv1.DatasetReplicationSpec{
-		Source: z8rv1.DatasetRef{Node: "n1", Dataset: fs}, Schedule: "24h", BandwidthLimit: &limit,
-		Targets: []z8rv1.ReplicationTarget{{Node: "n2"}},
-	}})
 	waitFor(t, c, name, "the first sync under way", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
 		p := target(dr, "n2").Transfer
 		return p != nil && p.BytesDone > 0
@@ -198,8 +199,8 @@ func TestReplication_CancelLeavesNothingBehind(t *testing.T) {
 	dr = waitFor(t, c, name, "synced after resuming", 3*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
 		return target(dr, "n2").State == z8rv1.TargetSynced && target(dr, "n2").LastSyncTime != nil
 	})
-	if ts := target(dr, "n2"); ts.LastSyncKind != "full" || ts.LastSyncBytes < size {
-		t.Errorf("after resuming: %+v, want a full sync of at least %d bytes", ts, size)
+	if ts := target(dr, "n2"); ts.LastSyncKind != "full" || ts.LastSyncBytes < pacedSize {
+		t.Errorf("after resuming: %+v, want a full sync of at least %d bytes", ts, pacedSize)
 	}
 	if readReplica(t, n2, fs, "big") != sum {
 		t.Error("the replica's data differs")
