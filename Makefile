@@ -44,6 +44,12 @@ test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 test: lint kube-tools ozguest-image controller-gen test-promrules ## Every test: unit, real ZFS, real control plane, end to end.
 	$(GO) test -tags $(TEST_TAGS) -count=1 -timeout 50m ./...
 
+# Real kubelet nodes (containerd, runc, CNI) running real pods
+# (internal/testbed/kubenode, issue 12). Not part of `make test` yet.
+.PHONY: test-pods
+test-pods: deps kube-tools ## Kubelet nodes in network namespaces run real pods from locally built images (root).
+	$(GO) test -tags pods -count=1 -timeout 15m -v ./internal/testbed/kubenode/
+
 # A module of its own (hack/promrules/go.mod): github.com/prometheus/prometheus
 # must not enter z8r's go.mod.
 .PHONY: test-promrules
