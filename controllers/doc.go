@@ -25,11 +25,13 @@
 //     owns every DatasetReplication's status, its finalizer
 //     (finalizerReleaseHolds) and, on the nodes, the replication's
 //     snapshots, holds and bookmarks: it snapshots on schedule, brings
-//     every target up to date (a target whose transfer runs longer than a
-//     progress report shows Syncing), protects bases, prunes, and records
+//     every target up to date (a running transfer shows Syncing with
+//     status.targets[].transfer, and is cancelled when the replication is
+//     suspended, deleted or drops the target: syncprogress.go), protects
+//     bases, prunes, and records
 //     per-target status and metrics (metrics.go: the per-target gauges
-//     are set from the status it reads and writes, so they survive a
-//     restart; docs/metrics.md). A spec.source changed to
+//     are set from the status it writes and, after a restart, from the
+//     status it reads first, so they survive a restart; docs/metrics.md). A spec.source changed to
 //     a target is a promotion (promotion.go): a planned switchover or an
 //     unplanned failover, then the old source's rejoin with its tail kept
 //     aside; status.source and status.promotion are its record.
@@ -72,7 +74,9 @@
 //     z8r.dev/managed-by=pvc-schedule), takes and prunes them, and a PVC's
 //     z8r.dev/annotation-problem; for a PVC without CSI it owns the
 //     DatasetReplication its annotations configure
-//     (pvcannotations_datasetreplication.go, named PVCReplicationName).
+//     (pvcannotations_datasetreplication.go, named PVCReplicationName),
+//     until it is promoted to a target: then it leaves it alone and, once
+//     the promotion completed, hands it over to the administrator.
 //
 // Shared by them: claims.go (one writer per dataset), tenantscope.go
 // (ReplicationTargetPolicies), retry.go (requeue delays, the one backoff
