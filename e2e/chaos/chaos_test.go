@@ -432,9 +432,14 @@ func (r *run) startController(opts cluster.ProcessOptions) *cluster.ControllerPr
 // source and deletes the oldest files beyond maxLive.
 func (r *run) write(i, size int) {
 	t := r.t
-	mp, err := r.src.ZFS().Get(r.ctx, srcDataset, "mountpoint")
+	mp, err := r.src.ZFS().Get(r.ctx, srcDataset, "mountpoint", "mounted")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// A write into the mountpoint of an unmounted filesystem would land on
+	// the node's root, not in the dataset.
+	if mp["mounted"].Value != "yes" {
+		t.Fatalf("iteration %d: the source %s is not mounted", i, srcDataset)
 	}
 	dir := r.src.Path(mp["mountpoint"].Value)
 	var key [32]byte
