@@ -108,3 +108,9 @@ plugin: ## Build the kubectl plugin into bin/kubectl-z8r (put it on PATH: kubect
 .PHONY: bench
 bench: deps ## Benchmarks against real zfs-fuse nodes and agents (see docs/benchmarks.md).
 	$(GO) test -tags e2e -run '^$$' -bench . -benchtime 3x -timeout 60m ./internal/agent/ ./internal/replicate/
+
+# Scale benchmark (issue 14): 200 datasets × 2 targets on 3 nodes, 1,000
+# VolumeSnapshots through the real snapshot-controller. Not part of `make test`.
+.PHONY: bench-scale
+bench-scale: deps kube-tools ## Controller at scale: API requests per reconcile, RSS, cycle time, VolumeSnapshot readiness p99 (docs/benchmarks.md).
+	$(GO) test -tags scale -count=1 -timeout 60m -v -run '^Test(Scale_|Classify)' ./e2e/scale/
