@@ -16,9 +16,9 @@ build: ## Build every binary into bin/.
 	$(GO) build -o bin/ ./cmd/...
 
 .PHONY: lint
-lint: ## gofmt -l and go vet (all build tags).
+lint: ## gofmt -l and go vet (all build tags, pods and scale included).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet -tags $(TEST_TAGS) ./...
+	$(GO) vet -tags $(TEST_TAGS),pods,scale ./...
 
 .PHONY: kube-tools
 kube-tools: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, etcd, kubectl and snapshot-controller into .cache/
