@@ -655,7 +655,8 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 // keepNewerSyncs keeps, per target, the record of the latest sync. A
 // reconcile that started from a cached object older than the previous
 // reconcile's status write must not erase that sync's time, duration, bytes
-// and kind. (A successful Update proves cur was fresh.)
+// and kind, nor (when it did not sync the target itself) the snapshot the
+// target has since. (A successful Update proves cur was fresh.)
 func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
 	for i := range next.Targets {
 		n := &next.Targets[i]
@@ -663,9 +664,19 @@ func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
 			if c.Node != n.Node || c.Dataset != n.Dataset || c.LastSyncTime == nil {
 				continue
 			}
-			if n.LastSyncTime == nil || c.LastSyncTime.After(n.LastSyncTime.Time) || (n.LastSyncKind == "" && c.LastSyncKind != "") {
+			newer := n.LastSyncTime == nil || c.LastSyncTime.After(n.LastSyncTime.Time)
+			if newer || (n.LastSyncKind == "" && c.LastSyncKind != "") {
 				n.LastSyncTime, n.LastSyncDuration = c.LastSyncTime, c.LastSyncDuration
 				n.LastSyncBytes, n.LastSyncKind = c.LastSyncBytes, c.LastSyncKind
+			}
+			if newer && c.LastSnapshotGUID != "" {
+				// What that newer sync left on the target: this reconcile
+				// did not sync it (cancelled, skipped) and only has the
+				// stale read's.
+				n.LastSnapshot, n.LastSnapshotGUID = c.LastSnapshot, c.LastSnapshotGUID
+				if c.ProtectedBase != "" {
+					n.ProtectedBase = c.ProtectedBase
+				}
 			}
 		}
 	}
