@@ -61,7 +61,13 @@ type DatasetReplicationReconciler struct {
 	// SnapshotsServed: the snapshot.storage.k8s.io API is served, so
 	// VolumeSnapshot replications claim datasets too.
 	SnapshotsServed bool
+	// APIReader reads from the API server, bypassing the cache: a
+	// reconcile whose cached object may predate this reconciler's own
+	// last write to it reads it there (ownWrites). Nil reads the cache
+	// only.
+	APIReader client.Reader
 
+	written            ownWrites
 	skipNameValidation bool
 }
 
@@ -76,7 +82,10 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	log := logf.FromContext(ctx).WithValues("replication", req.Name)
 	ctx = logf.IntoContext(ctx, log)
 	var dr z8rv1.DatasetReplication
-	if err := r.Client.Get(ctx, req.NamespacedName, &dr); err != nil {
+	if err := r.written.getFresh(ctx, r.Client, r.APIReader, req.NamespacedName, &dr); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.forget(req.NamespacedName)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !dr.DeletionTimestamp.IsZero() {
@@ -89,6 +98,7 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		if err := r.Client.Update(ctx, &dr); err != nil {
 			return reconcile.Result{}, err
 		}
+		r.written.record(&dr)
 	}
 	// One source dataset has one replication, one target dataset one
 	// writer: a later claimant is refused and nothing runs for it.
@@ -647,6 +657,7 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 		if err := r.Client.Status().Update(ctx, &cur); err != nil {
 			return err
 		}
+		r.written.record(&cur)
 		r.Metrics.ObserveReplication(&cur, r.Clock)
 		return nil
 	})

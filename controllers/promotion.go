@@ -422,12 +422,43 @@ func (r *DatasetReplicationReconciler) rejoin(ctx context.Context, dr *z8rv1.Dat
 		r.Agents.DropFailed(err, old)
 		return false
 	}
-	if !l.Exists {
-		p.Rejoin = z8rv1.RejoinReceiving
-		return true // nothing there: a full receive
-	}
 	origin := refString(p.To)
-	if err := freeze(ctx, old, p.From.Dataset, origin); err != nil {
+	// A tail this rejoin kept aside already (a run repeated after a crash
+	// before the status said so, or a reconcile that read an older status)
+	// is not kept again: the old source receives.
+	if p.TailAside != "" {
+		kept, err := replicate.TailKept(ctx, old.ZFS(), p.From.Dataset, p.TailAside)
+		if err != nil {
+			r.Agents.DropFailed(err, old)
+			p.Message = fmt.Sprintf("reading the old source's tail %s failed: %v", p.TailAside, err)
+			return false
+		}
+		if kept {
+			p.Message, p.Rejoin = "", z8rv1.RejoinReceiving
+			return true
+		}
+	}
+	// oldFS holds the old source's snapshots: the old source itself, or
+	// its tail dataset when a crash stopped PreserveTail after the rename
+	// (the old source missing) or the clone (a clone has no snapshots of
+	// its own); PreserveTail then finishes from there.
+	oldFS := p.From.Dataset
+	if !l.Exists {
+		if p.TailAside == "" {
+			p.Rejoin = z8rv1.RejoinReceiving
+			return true // nothing there: a full receive
+		}
+		la, err := replicate.List(ctx, old.ZFS(), p.TailAside)
+		if err != nil {
+			r.Agents.DropFailed(err, old)
+			return false
+		}
+		if !la.Exists {
+			p.Rejoin = z8rv1.RejoinReceiving
+			return true
+		}
+		oldFS = p.TailAside
+	} else if err := freeze(ctx, old, p.From.Dataset, origin); err != nil {
 		r.Agents.DropFailed(err, old)
 		p.Message = fmt.Sprintf("making the returning old source read-only failed: %v", err)
 		return false
@@ -435,12 +466,15 @@ func (r *DatasetReplicationReconciler) rejoin(ctx context.Context, dr *z8rv1.Dat
 	// The old direction's holds on the old source: every target it had
 	// (the new source included).
 	for _, id := range oldDirectionIDs(dr, p) {
-		if err := replicate.Unprotect(ctx, old.ZFS(), p.From.Dataset, id); err != nil {
+		if err := replicate.Unprotect(ctx, old.ZFS(), oldFS, id); err != nil {
 			log.Error(err, "releasing the old direction's holds on the returning old source failed", "target", id)
 		}
 	}
 
-	base, tail, err := replicate.CommonBase(ctx, old.ZFS(), p.From.Dataset, src.ZFS(), p.To.Dataset)
+	base, tail, err := replicate.CommonBase(ctx, old.ZFS(), oldFS, src.ZFS(), p.To.Dataset)
+	if err != nil && p.TailAside != "" && oldFS != p.TailAside {
+		base, tail, err = replicate.CommonBase(ctx, old.ZFS(), p.TailAside, src.ZFS(), p.To.Dataset)
+	}
 	if err != nil {
 		p.Message = fmt.Sprintf("the returning old source has no snapshot in common with %s: %v; it is left untouched (read-only)", origin, err)
 		return false

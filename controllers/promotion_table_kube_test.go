@@ -64,6 +64,34 @@ func noneOf(t *testing.T, node string, cmds []string, verbs ...string) {
 	}
 }
 
+// unplannedAsked: src replicated to dst, then wrote and snapshotted
+// (@mine) what dst never got, went away, and dst's promotion was asked
+// for, unplanned.
+func unplannedAsked(h *drHarness) {
+	h.t.Helper()
+	h.dataset("src", "tank/a")
+	h.create(rep("r", "src", to("dst")))
+	h.reconcile("r")
+	if err := h.node("src").Write("tank/a", "late", []byte("written after the last sync")); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.node("src").ZFS().Snapshot(h.ctx, "tank/a@mine", nil); err != nil {
+		h.t.Fatal(err)
+	}
+	h.nodes.unreachable["src"] = true
+	h.swap("r", "dst", "src", true)
+}
+
+// unplannedAway is unplannedAsked with the promotion done.
+func unplannedAway(h *drHarness) {
+	h.t.Helper()
+	unplannedAsked(h)
+	h.reconcile("r")
+	if p := h.get("r").Status.Promotion; p == nil || p.Phase != z8rv1.PromotionCompleted {
+		h.t.Fatalf("promotion %+v, want completed", p)
+	}
+}
+
 // tablePromotion drives promotions (promotion.go) through
 // DatasetReplicationReconciler.Reconcile on fake nodes: the phases, the
 // status record, the Events and the commands each node saw.
@@ -191,17 +219,7 @@ func tablePromotion(t *testing.T, te *tableEnv) {
 		{
 			name: "unplanned failover, then the old source rejoins with its tail kept aside",
 			setup: func(h *drHarness) {
-				h.dataset("src", "tank/a")
-				h.create(rep("r", "src", to("dst")))
-				h.reconcile("r")
-				if err := h.node("src").Write("tank/a", "late", []byte("written after the last sync")); err != nil {
-					h.t.Fatal(err)
-				}
-				if err := h.node("src").ZFS().Snapshot(h.ctx, "tank/a@mine", nil); err != nil {
-					h.t.Fatal(err)
-				}
-				h.nodes.unreachable["src"] = true
-				h.swap("r", "dst", "src", true)
+				unplannedAsked(h)
 				h.mark()
 			},
 			check: func(t *testing.T, h *drHarness) {
@@ -281,6 +299,89 @@ func tablePromotion(t *testing.T, te *tableEnv) {
 				// The writes are in the aside's tail snapshot.
 				if got := h.snapshotsOf("src", p.TailAside); !slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "z8r-tail-") }) {
 					t.Errorf("the aside %s has %v, want the tail snapshot holding the writes", p.TailAside, got)
+				}
+				noneOf(t, "src", h.mutatedSinceMark("src"), "destroy", "rollback")
+			},
+		},
+		{
+			name: "a reconcile that read the rejoin's earlier status keeps no second tail",
+			setup: func(h *drHarness) {
+				unplannedAway(h)
+				h.nodes.unreachable["src"] = false
+				h.clock.Advance(time.Minute)
+				h.reconcile("r") // tail aside, rejoined
+				h.clock.Advance(6 * time.Hour)
+				h.reconcile("r") // src receives a newer snapshot than the tail's base
+				dr := h.get("r")
+				if p := dr.Status.Promotion; p.Rejoin != z8rv1.RejoinDone || p.TailAside == "" || dr.Status.Targets[0].LastSnapshot == snap0 {
+					h.t.Fatalf("promotion %+v, targets %+v: want rejoined with a tail aside, then a snapshot after %s received", p, dr.Status.Targets, snap0)
+				}
+				// What the reconcile queued by the status write made before
+				// the tail was moved would read from a cache that trails.
+				dr.Status.Promotion.Rejoin = z8rv1.RejoinPending
+				if err := h.c.Status().Update(h.ctx, dr); err != nil {
+					h.t.Fatal(err)
+				}
+				h.mark()
+			},
+			check: func(t *testing.T, h *drHarness) {
+				h.reconcile("r")
+				dr := h.get("r")
+				if p := dr.Status.Promotion; p.Rejoin != z8rv1.RejoinDone {
+					t.Errorf("rejoin %q (message %q), want Done again", p.Rejoin, p.Message)
+				}
+				if ts := dr.Status.Targets[0]; ts.State != z8rv1.TargetSynced {
+					t.Errorf("old source %+v, want still synced", ts)
+				}
+				if got := h.snapshotsOf("src", "tank/a"); slices.ContainsFunc(got, func(s string) bool { return strings.HasPrefix(s, "z8r-tail-") }) {
+					t.Errorf("src:tank/a has %v: a second tail snapshot", got)
+				}
+				noneOf(t, "src", h.mutatedSinceMark("src"), "destroy", "rollback", "rename", "snapshot", "clone")
+			},
+		},
+		{
+			name: "a crash after the tail's rename: the next rejoin clones and promotes from the aside",
+			setup: func(h *drHarness) {
+				unplannedAway(h)
+				h.nodes.unreachable["src"] = false
+				// PreserveTail's first two steps, as a run that died after
+				// the rename left them, with the aside recorded.
+				z := h.node("src").ZFS()
+				at := h.clock.Now()
+				aside := snapname.TailName("tank/a", at)
+				if err := replicate.Freeze(h.ctx, z, "tank/a", "dst:tank/a"); err != nil {
+					h.t.Fatal(err)
+				}
+				if err := z.Snapshot(h.ctx, "tank/a@"+snapname.TailSnapshotName(at), nil); err != nil {
+					h.t.Fatal(err)
+				}
+				_ = z.Unmount(h.ctx, "tank/a")
+				if err := z.Rename(h.ctx, "tank/a", aside); err != nil {
+					h.t.Fatal(err)
+				}
+				dr := h.get("r")
+				dr.Status.Promotion.TailAside = aside
+				if err := h.c.Status().Update(h.ctx, dr); err != nil {
+					h.t.Fatal(err)
+				}
+				h.mark()
+			},
+			check: func(t *testing.T, h *drHarness) {
+				h.clock.Advance(6 * time.Hour) // dst has a snapshot src lacks
+				h.reconcile("r")
+				dr := h.get("r")
+				p := dr.Status.Promotion
+				if p.Rejoin != z8rv1.RejoinDone {
+					t.Fatalf("rejoin %q (message %q), targets %+v", p.Rejoin, p.Message, dr.Status.Targets)
+				}
+				if ts := dr.Status.Targets[0]; ts.State != z8rv1.TargetSynced || ts.LastSyncKind != "incremental" {
+					t.Errorf("old source after rejoin %+v, want synced incrementally from the base", ts)
+				}
+				if got := h.snapshotsOf("src", p.TailAside); !slices.Contains(got, "mine") {
+					t.Errorf("the aside %s has %v, want @mine kept", p.TailAside, got)
+				}
+				if !hasInOrder(h.mutatedSinceMark("src"), []string{"zfs promote tank/a"}) {
+					t.Errorf("src: want the clone promoted, got %q", h.mutatedSinceMark("src"))
 				}
 				noneOf(t, "src", h.mutatedSinceMark("src"), "destroy", "rollback")
 			},

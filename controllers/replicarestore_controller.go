@@ -41,7 +41,11 @@ type ReplicaRestoreReconciler struct {
 	// ZFSLocalPVNamespace is where ZFSVolumes are made (default
 	// restore.ZFSLocalPVNamespace).
 	ZFSLocalPVNamespace string
+	// APIReader reads from the API server when the cached ReplicaRestore
+	// may predate this reconciler's own last status write (ownWrites).
+	APIReader client.Reader
 
+	written            ownWrites
 	skipNameValidation bool
 }
 
@@ -78,7 +82,10 @@ func refusal(reason, format string, args ...any) error {
 func (r *ReplicaRestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := logf.FromContext(ctx).WithValues("replicarestore", req.NamespacedName)
 	var rr z8rv1.ReplicaRestore
-	if err := r.Client.Get(ctx, req.NamespacedName, &rr); err != nil {
+	if err := r.written.getFresh(ctx, r.Client, r.APIReader, req.NamespacedName, &rr); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if rr.DeletionTimestamp != nil || (rr.Status.Phase == z8rv1.RestoreCompleted && rr.Status.ObservedGeneration == rr.Generation) {
@@ -150,6 +157,7 @@ func (r *ReplicaRestoreReconciler) setStatus(ctx context.Context, rr *z8rv1.Repl
 		if err := r.Client.Status().Update(ctx, cur); err != nil {
 			return err
 		}
+		r.written.record(cur)
 		*rr = *cur
 		return nil
 	})

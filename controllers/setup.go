@@ -59,11 +59,11 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	}
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
-		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, APIReader: mgr.GetAPIReader(), skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
 	}
 	if err := (&ReplicaRestoreReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
-		SnapshotsServed: served, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		SnapshotsServed: served, APIReader: mgr.GetAPIReader(), skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replica restore controller: %w", err)
 	}
 	if !served {

@@ -223,6 +223,10 @@ func (r *DatasetReplicationReconciler) updateTargetStatus(ctx context.Context, d
 			i = len(cur.Status.Targets) - 1
 		}
 		change(&cur.Status.Targets[i])
-		return r.Client.Status().Update(ctx, &cur)
+		if err := r.Client.Status().Update(ctx, &cur); err != nil {
+			return err
+		}
+		r.written.record(&cur)
+		return nil
 	})
 }

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -55,7 +54,7 @@ func TestFailover_PVCReplicationPromotedAndHandedOver(t *testing.T) {
 	if dr.Spec.Source.Node != "n2" || len(dr.Spec.Targets) != 1 || dr.Spec.Targets[0].Node != "n1" {
 		t.Errorf("handed-over spec %+v, want the promotion's: n2 -> n1", dr.Spec)
 	}
-	if p := problemOf(t, c, pvc); !strings.Contains(p, "handed over") {
+	if p, ok := problemSays(t, c, pvc, "handed over"); !ok {
 		t.Errorf("PVC problem %q, want it to say the replication was handed over", p)
 	}
 	if ev := eventsOf(t, c, "data"); !hasEvent(ev, z8rv1.EventReplicationHandedOver) {

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
@@ -47,6 +48,19 @@ func problemOf(t *testing.T, c *cluster.Cluster, obj client.Object) string {
 		t.Fatal(err)
 	}
 	return obj.GetAnnotations()[policy.AnnProblem]
+}
+
+// problemSays waits up to a minute for obj's policy.AnnProblem to contain
+// want and reports whether it did. The reconcilers record the Event
+// before they write the annotation, so a test that has just seen the
+// Event must wait for the annotation too.
+func problemSays(t *testing.T, c *cluster.Cluster, obj client.Object, want string) (last string, ok bool) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		last = problemOf(t, c, obj)
+		return strings.Contains(last, want), nil
+	})
+	return last, err == nil
 }
 
 // noZFSAbout fails if the node's agent ran any command naming s, or s
@@ -88,7 +102,7 @@ func TestTenantScope_AllowedTargetReplicates(t *testing.T) {
 	if !strings.Contains(note, "n2:tank/elsewhere/vol") || strings.Contains(note, "n2:tank/replicas/vol") {
 		t.Errorf("refusal %q: want it to name the refused target only", note)
 	}
-	if p := problemOf(t, c, vs); !strings.Contains(p, "n2:tank/elsewhere/vol") {
+	if p, ok := problemSays(t, c, vs, "n2:tank/elsewhere/vol"); !ok {
 		t.Errorf("VolumeSnapshot's %s = %q, want the refusal", policy.AnnProblem, p)
 	}
 	noZFSAbout(t, c, logs, "n2", "tank/elsewhere")
@@ -202,7 +216,7 @@ func TestTenantScope_EmptyValueKeepsClassCopies(t *testing.T) {
 	if !strings.Contains(note, "remove the annotation") {
 		t.Errorf("empty-value warning %q: want it to say how to ask for nothing", note)
 	}
-	if p := problemOf(t, c, vs); !strings.Contains(p, "is empty") {
+	if p, ok := problemSays(t, c, vs, "is empty"); !ok {
 		t.Errorf("VolumeSnapshot's %s = %q, want the empty-value problem", policy.AnnProblem, p)
 	}
 }
@@ -237,7 +251,7 @@ func TestTenantScope_ReplicationNameCollisionRefused(t *testing.T) {
 	if !strings.Contains(note, name) || !strings.Contains(note, "elsewhere/theirs") {
 		t.Errorf("warning %q: want the name and its owner", note)
 	}
-	if p := problemOf(t, c, pvc); !strings.Contains(p, name) {
+	if p, ok := problemSays(t, c, pvc, name); !ok {
 		t.Errorf("PVC's %s = %q, want the collision", policy.AnnProblem, p)
 	}
 

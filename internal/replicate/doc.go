@@ -140,5 +140,8 @@
 //     fs and the tail dataset exist, their origin properties, the tail
 //     snapshot's name carrying the time), never from at, so a re-run
 //     with any at continues; a state it does not explain is ErrTailState,
-//     with nothing changed.
+//     with nothing changed. Once fs has received after it, PreserveTail,
+//     given the newer base, no longer sees its own work as done:
+//     TailKept(fs, aside) (aside a clone of a snapshot of fs) is how a
+//     caller tells a tail it kept already.
 package replicate

@@ -313,6 +313,22 @@ func PreserveTail(ctx context.Context, z *zfsexec.ZFS, fs, base, origin string, 
 	return "", fmt.Errorf("replicate: preserve tail of %s: %w: no progress", fs, ErrTailState)
 }
 
+// TailKept reports whether PreserveTail completed for fs with aside as
+// its tail dataset: aside exists and is a clone of one of fs's snapshots
+// (step 4 promoted fs over it). That stays true after fs has received
+// more snapshots, which PreserveTail itself, given the newer base, would
+// no longer recognise as done. It only reads.
+func TailKept(ctx context.Context, z *zfsexec.ZFS, fs, aside string) (bool, error) {
+	p, err := z.Get(ctx, aside, "origin")
+	if errors.Is(err, zfsexec.ErrDatasetNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("replicate: tail %s of %s: %w", aside, fs, err)
+	}
+	return strings.HasPrefix(p["origin"].Value, fs+"@"), nil
+}
+
 // tailPhase is how far PreserveTail got, as read from ZFS.
 type tailPhase int
 

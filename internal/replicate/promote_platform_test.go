@@ -343,8 +343,14 @@ func TestPreserveTail_KeepsEverything(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := b.tailScenario(t, strings.ReplaceAll(c.name, "-", ""), c.tailSnapshot)
 			at := b.clock.Add(time.Minute)
+			if kept, err := replicate.TailKept(ctx, b.sz, s.old, snapname.TailName(s.old, at)); err != nil || kept {
+				t.Fatalf("TailKept before PreserveTail = %v, %v", kept, err)
+			}
 			aside, err := replicate.PreserveTail(ctx, b.sz, s.old, s.base.Name, s.origin, at)
 			must(t, err)
+			if kept, err := replicate.TailKept(ctx, b.sz, s.old, aside); err != nil || !kept {
+				t.Fatalf("TailKept after PreserveTail = %v, %v", kept, err)
+			}
 			again, err := replicate.PreserveTail(ctx, b.sz, s.old, s.base.ShortName(), s.origin, at.Add(time.Hour))
 			if err != nil || again != aside {
 				t.Fatalf("second PreserveTail = %q, %v, want %q", again, err, aside)
