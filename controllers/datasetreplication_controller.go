@@ -66,6 +66,11 @@ type DatasetReplicationReconciler struct {
 	// last write to it reads it there (ownWrites). Nil reads the cache
 	// only.
 	APIReader client.Reader
+	// slots admits transfers within Config.TransferLimits (shared with the
+	// VolumeSnapshot replication reconciler); nil admits every transfer.
+	slots *transferSlots
+	// wake reconciles a queued replication once a slot frees.
+	wake wakeChannel
 
 	written            ownWrites
 	skipNameValidation bool
@@ -249,9 +254,11 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 			protected[ts.ProtectedBase] = true
 		}
 		if ts.State != z8rv1.TargetSynced && ts.State != z8rv1.TargetBehind {
-			if d := backoff(ts.ConsecutiveFailures); d < requeue {
-				requeue = d
+			d := backoff(ts.ConsecutiveFailures)
+			if isQueued(ts) {
+				d = retryQueued
 			}
+			requeue = min(requeue, d)
 		}
 		status.Targets = append(status.Targets, ts)
 	}
@@ -427,6 +434,11 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	ts.Transfer = nil  // written anew while this sync runs
 	label := ts.Node + ":" + ts.Dataset
 	related := nodeRef(t.Node)
+	slotKey := dr.Name + "/" + label
+	wake := r.wake.waker(&z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: dr.Name}})
+	if r.slots.stillQueued(isQueued(prev), slotKey, wake, dr.Spec.Source.Node, t.Node) {
+		return ts // its turn has not come: nothing listed, held or sent
+	}
 	fail := func(state, reason string, err error) z8rv1.TargetStatus {
 		ts.State, ts.LastError = state, err.Error()
 		ts.ConsecutiveFailures++
@@ -457,13 +469,21 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		ID: policy.ID(t.Node, ts.Dataset), PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
 	}
-	res, err := replicate.SyncTarget(syncCtx, src, dr.Spec.Source.Dataset, target, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, AllowDecryptedSend: dr.Spec.AllowDecryptedSend, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr)})
+	res, err := replicate.SyncTarget(syncCtx, src, dr.Spec.Source.Dataset, target, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, AllowDecryptedSend: dr.Spec.AllowDecryptedSend, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr),
+		Admit: r.slots.admit(slotKey, wake, dr.Spec.Source.Node, t.Node)})
 	watch.Ended()
 	transferEnded()
 	ts.SnapshotsBehind = res.Behind
 	var cancelled *TransferCancelledError
 	if err != nil && errors.As(context.Cause(syncCtx), &cancelled) {
 		return r.cancelledSync(ctx, dr, src, target, ts, cancelled)
+	}
+	var queued *TransferQueuedError
+	if errors.As(err, &queued) {
+		// Nothing held or sent; not a failure.
+		log.V(1).Info("sync queued", "reason", queued.Reason)
+		ts.State, ts.LastError = z8rv1.TargetPending, queued.Error()
+		return ts
 	}
 	if res.ProtectedBase != "" {
 		ts.ProtectedBase = res.ProtectedBase
@@ -842,10 +862,14 @@ func (r *DatasetReplicationReconciler) SetupWithManager(mgr manager.Manager) err
 		}
 		return out
 	})
-	return builder.ControllerManagedBy(mgr).
+	b := builder.ControllerManagedBy(mgr).
 		Named("datasetreplication").
 		For(&z8rv1.DatasetReplication{}, builder.WithPredicates(generationOrDeletion())).
-		Watches(&z8rv1.Z8RNode{}, byNode, builder.WithPredicates(readyOrKeyChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
+		Watches(&z8rv1.Z8RNode{}, byNode, builder.WithPredicates(readyOrKeyChanged()))
+	if r.slots != nil {
+		r.wake = newWakeChannel()
+		b = b.WatchesRawSource(r.wake.source())
+	}
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
 		Complete(r)
 }

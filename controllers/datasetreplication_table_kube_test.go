@@ -191,6 +191,7 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 		check      func(t *testing.T, h *drHarness)
 		skipStatus bool
 	}
+	var releaseOther func() // a transfer slot taken by a case's setup
 	tests := []struct {
 		name      string
 		nodes     []string
@@ -761,6 +762,48 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 			conflicts: [2]int{0, 1},
 			run:       "r",
 			want:      want{err: "injected", skipStatus: true, noCmdsOn: []string{"src", "dst"}},
+		},
+		{
+			name:  "a node at its transfer limit: the sync waits its turn, holding and sending nothing",
+			nodes: []string{"src", "dst"},
+			setup: func(h *drHarness) {
+				h.dataset("src", "tank/a")
+				h.create(rep("r", "src", to("dst")))
+				h.r.slots = newTransferSlots(TransferLimits{PerNode: 1})
+				var err error
+				if releaseOther, err = h.r.slots.acquire("another/transfer", nil, "dst", "elsewhere"); err != nil {
+					h.t.Fatal(err)
+				}
+				h.mark()
+			},
+			run: "r",
+			want: want{skipStatus: true, events: []string{z8rv1.EventSnapshotCreated}, noCmdsOn: []string{"dst"},
+				cmds: map[string][]string{"src": {"zfs snapshot -o z8r.dev:owner=z8r -o z8r.dev:policy=r tank/a@" + snap0}},
+				check: func(t *testing.T, h *drHarness) {
+					ts := h.get("r").Status.Targets[0]
+					if !isQueued(ts) || ts.ConsecutiveFailures != 0 || !strings.Contains(ts.LastError, "node dst runs 1 transfers (limit 1)") {
+						t.Errorf("target %+v, want Pending, queued for dst's slot, no failure counted", ts)
+					}
+					h.mark()
+					if res := h.reconcile("r"); res.RequeueAfter != retryQueued {
+						t.Errorf("queued: requeue after %v, want %v", res.RequeueAfter, retryQueued)
+					}
+					// Still queued: the sync is not even started.
+					if got := h.node("dst").Commands()[h.marks["dst"]:]; len(got) > 0 {
+						t.Errorf("dst ran %q while it waited", got)
+					}
+					if got := h.mutatedSinceMark("src"); len(got) > 0 {
+						t.Errorf("src ran %q while the target waited", got)
+					}
+					releaseOther()
+					h.reconcile("r")
+					if ts := h.get("r").Status.Targets[0]; ts.State != z8rv1.TargetSynced || ts.LastSyncKind != "full" || ts.LastError != "" {
+						t.Errorf("after the slot freed: %+v, want a full sync", ts)
+					}
+					if h.r.slots.total != 0 {
+						t.Errorf("%d transfers still counted after the sync", h.r.slots.total)
+					}
+				}},
 		},
 	}
 	for _, tt := range tests {

@@ -34,6 +34,9 @@ type Config struct {
 	// status (default DefaultProgressInterval; at most 10 s keeps the
 	// API's promise).
 	ProgressInterval time.Duration
+	// TransferLimits cap concurrent transfers, DatasetReplications' and
+	// VolumeSnapshots' together; nil is DefaultTransferLimits.
+	TransferLimits *TransferLimits
 }
 
 // Setup registers every reconciler with mgr.
@@ -47,6 +50,11 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	// Notes cut to the apiserver's limit, so no Warning is ever rejected.
 	rec := NewLimitedRecorder(mgr.GetEventRecorder("z8r-controller"))
 	skip := cfg.SkipNameValidation
+	limits := DefaultTransferLimits
+	if cfg.TransferLimits != nil {
+		limits = *cfg.TransferLimits
+	}
+	slots := newTransferSlots(limits)
 	if err := (&Z8RNodeReconciler{Client: mgr.GetClient(), Recorder: rec, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("z8rnode controller: %w", err)
 	}
@@ -59,7 +67,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	}
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
-		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, APIReader: mgr.GetAPIReader(), skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, APIReader: mgr.GetAPIReader(), slots: slots, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
 	}
 	if err := (&ReplicaRestoreReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
@@ -70,7 +78,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 		mgr.GetLogger().WithName("setup").Info("snapshot.storage.k8s.io/v1 is not served; VolumeSnapshot integration is off (install the snapshot CRDs and snapshot-controller)")
 		return nil
 	}
-	if err := setupSnapshots(mgr, cfg); err != nil {
+	if err := setupSnapshots(mgr, cfg, slots); err != nil {
 		return fmt.Errorf("snapshot controllers: %w", err)
 	}
 	return nil

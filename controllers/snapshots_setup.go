@@ -34,7 +34,7 @@ func snapshotAPIServed(mgr manager.Manager) (bool, error) {
 // field indexes they list by (snapshotIndexes), the snapshotter and the
 // VolumeSnapshot replication on VolumeSnapshotContents, and the PVC
 // annotations (schedules, and replication of volumes without CSI).
-func setupSnapshots(mgr manager.Manager, cfg Config) error {
+func setupSnapshots(mgr manager.Manager, cfg Config, slots *transferSlots) error {
 	ctx := context.Background()
 	for _, ix := range snapshotIndexes {
 		if err := mgr.GetFieldIndexer().IndexField(ctx, ix.Object, ix.Field, ix.Extract); err != nil {
@@ -54,7 +54,7 @@ func setupSnapshots(mgr manager.Manager, cfg Config) error {
 		return fmt.Errorf("snapshotter controller: %w", err)
 	}
 	if err := (&VolumeSnapshotReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents, Clock: cfg.Clock,
-		Drivers: drivers, Metrics: cfg.Metrics, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		Drivers: drivers, Metrics: cfg.Metrics, slots: slots, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("volumesnapshot replication controller: %w", err)
 	}
 	if err := (&PVCAnnotationsReconciler{Client: mgr.GetClient(), Recorder: rec, Clock: cfg.Clock, Agents: cfg.Agents,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,12 @@ type VolumeSnapshotReplicationReconciler struct {
 	// Metrics, if set, counts the outcome of each target's replication.
 	Metrics *Metrics
 
+	// slots admits transfers within Config.TransferLimits (shared with
+	// the DatasetReplication reconciler); nil admits every transfer.
+	slots *transferSlots
+	// wake reconciles a content with a queued target once a slot frees.
+	wake wakeChannel
+
 	skipNameValidation bool
 	locks              keyedMutex
 }
@@ -130,13 +137,17 @@ func (r *VolumeSnapshotReplicationReconciler) SetupWithManager(mgr manager.Manag
 		}
 		return out
 	})
-	return builder.ControllerManagedBy(mgr).
+	b := builder.ControllerManagedBy(mgr).
 		Named("volumesnapshotreplication").
 		For(&snapshotv1.VolumeSnapshotContent{}).
 		Watches(&snapshotv1.VolumeSnapshotContent{}, replicaToSource()).
 		Watches(&snapshotv1.VolumeSnapshot{}, snapshotToContent, builder.WithPredicates(replicateToChanged())).
-		Watches(&corev1.PersistentVolumeClaim{}, claimToContents, builder.WithPredicates(replicateToChanged())).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
+		Watches(&corev1.PersistentVolumeClaim{}, claimToContents, builder.WithPredicates(replicateToChanged()))
+	if r.slots != nil {
+		r.wake = newWakeChannel()
+		b = b.WatchesRawSource(r.wake.source())
+	}
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
 		Complete(r)
 }
 
@@ -244,6 +255,8 @@ func (r *VolumeSnapshotReplicationReconciler) replicate(ctx context.Context, c *
 			if err := r.ensureReplica(ctx, c, loc, t); err != nil {
 				return reconcile.Result{}, err
 			}
+		case ts.State == z8rv1.TargetPending && strings.HasPrefix(ts.Error, queuedPrefix):
+			requeue = minPositive(requeue, retryQueued)
 		case !ts.Done():
 			requeue = minPositive(requeue, backoff(ts.Attempts))
 		}
@@ -331,6 +344,11 @@ func (r *VolumeSnapshotReplicationReconciler) replicateOne(ctx context.Context, 
 		r.kit().event(c, loc.VS, corev1.EventTypeWarning, reason, "Replicate", "replica of %s on %s: %v", snap, t, err)
 		return ts
 	}
+	slotKey := c.Name + "/" + t.String()
+	wake := r.wake.waker(&snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: c.Name}})
+	if r.slots.stillQueued(ts.State == z8rv1.TargetPending && strings.HasPrefix(ts.Error, queuedPrefix), slotKey, wake, loc.Node, t.Node) {
+		return ts // its turn has not come: nothing listed, held or sent
+	}
 	unlock := r.locks.lock(t.Node + "\x00" + t.Dataset)
 	defer unlock()
 	src, err := r.Agents.Get(ctx, loc.Node)
@@ -357,10 +375,15 @@ func (r *VolumeSnapshotReplicationReconciler) replicateOne(ctx context.Context, 
 	start := time.Now()
 	res, err := replicate.SyncSnapshot(ctx, src, loc.Dataset, loc.Short, replicate.Target{
 		ID: volsnap.TargetID(t), Origin: origin, Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: t.Dataset,
-	}, replicate.SnapshotOptions{AllowFullIntoEmpty: allowEmpty})
+	}, replicate.SnapshotOptions{AllowFullIntoEmpty: allowEmpty, Admit: r.slots.admit(slotKey, wake, loc.Node, t.Node)})
 	if err != nil {
 		var ce *plan.ConflictError
+		var queued *TransferQueuedError
 		switch {
+		case errors.As(err, &queued):
+			// Nothing held or sent; not a failed attempt.
+			ts.State, ts.Error = z8rv1.TargetPending, queued.Error()
+			return ts
 		case errors.Is(err, plan.ErrTargetNewer):
 			ts.State, ts.Error = z8rv1.TargetSkipped, err.Error()
 			log.Info("target already has a newer snapshot; skipped", "snapshot", snap)

@@ -87,12 +87,15 @@ func tableVolumeSnapshotReplication(t *testing.T, te *tableEnv) {
 	sent := []string{"zfs hold", "zfs hold", "zfs bookmark", "zfs release"}
 	replicated := []string{z8rv1.EventReplicated, z8rv1.EventReplicated, z8rv1.EventReplicaCreated, z8rv1.EventReplicaCreated}
 	tests := []struct {
-		name          string
-		class, vs     map[string]string // replicate-to on the class and the VolumeSnapshot
-		content       map[string]string // the content's own annotations (the administrator's)
-		policy        bool              // a ReplicationTargetPolicy allows n2 and n3 under tank
-		foreign       bool              // the content is zfs-localpv's, pre-provisioned (z8r does not take its snapshots)
-		prepare       func(t *testing.T, f *vsrFixture)
+		name      string
+		class, vs map[string]string // replicate-to on the class and the VolumeSnapshot
+		content   map[string]string // the content's own annotations (the administrator's)
+		policy    bool              // a ReplicationTargetPolicy allows n2 and n3 under tank
+		foreign   bool              // the content is zfs-localpv's, pre-provisioned (z8r does not take its snapshots)
+		prepare   func(t *testing.T, f *vsrFixture)
+		// claimedFirst runs before the content is made (ds is the case's
+		// source dataset): an object made there is older than the content.
+		claimedFirst  func(t *testing.T, c client.Client, ds string)
 		steps         []vsrStep
 		wantVSProblem string // the VolumeSnapshot's z8r.dev/annotation-problem contains it
 	}{
@@ -102,8 +105,8 @@ func tableVolumeSnapshotReplication(t *testing.T, te *tableEnv) {
 				{name: "again", want: map[string]string{tgt2: z8rv1.TargetSynced}, replicas: 1},
 			}},
 		{name: "a target another replication claimed first is Refused and nothing is sent", class: ann("n2"),
-			prepare: func(t *testing.T, f *vsrFixture) {
-				f.createReplication(t, "vsr-claims-target", "n9", "tank/other", "n2", f.ds)
+			claimedFirst: func(t *testing.T, c client.Client, ds string) {
+				createReplication(t, c, "vsr-claims-target", "n9", "tank/other", "n2", ds)
 			},
 			steps: []vsrStep{
 				{want: map[string]string{tgt2: z8rv1.TargetRefused}, events: []string{z8rv1.EventReplicationConflict, z8rv1.EventReplicationConflict},
@@ -115,8 +118,8 @@ func tableVolumeSnapshotReplication(t *testing.T, te *tableEnv) {
 				{name: "the same refusal is not reported twice", want: map[string]string{tgt2: z8rv1.TargetRefused}, replicas: 0, requeue: true},
 			}},
 		{name: "a source volume a DatasetReplication claimed first: every target Refused", class: ann("n2,n3"),
-			prepare: func(t *testing.T, f *vsrFixture) {
-				f.createReplication(t, "vsr-claims-source", "n1", f.ds, "n3", "tank/elsewhere")
+			claimedFirst: func(t *testing.T, c client.Client, ds string) {
+				createReplication(t, c, "vsr-claims-source", "n1", ds, "n3", "tank/elsewhere")
 			},
 			steps: []vsrStep{
 				{want: map[string]string{tgt2: z8rv1.TargetRefused, tgt3: z8rv1.TargetRefused}, replicas: 0, requeue: true,
@@ -340,6 +343,12 @@ func tableVolumeSnapshotReplication(t *testing.T, te *tableEnv) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.claimedFirst != nil {
+				tt.claimedFirst(t, te.client, vsrDataset(i))
+				// Claims order by creation time, in whole seconds: the
+				// content must come in a later second.
+				time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+			}
 			f := newVSRFixture(t, te, i, tt.class, tt.vs, tt.content, tt.foreign)
 			if tt.policy {
 				p := &z8rv1.ReplicationTargetPolicy{ObjectMeta: metav1.ObjectMeta{Name: "vsr-table"},
@@ -453,7 +462,7 @@ func newVSRFixture(t *testing.T, te *tableEnv, i int, class, vsAnn, contentAnn m
 	ctx := context.Background()
 	c := te.client
 	f := &vsrFixture{ctx: ctx, c: c, nodes: newFakeNodes("n1", "n2", "n3"), clock: clocktest.New(tableStart), rec: &recorder{},
-		ds: fmt.Sprintf("tank/vsr%d", i)}
+		ds: vsrDataset(i)}
 	z := f.nodes.nodes["n1"].ZFS()
 	if err := z.CreateFilesystem(ctx, f.ds, zfsexec.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -538,15 +547,18 @@ func newVSRFixture(t *testing.T, te *tableEnv, i int, class, vsAnn, contentAnn m
 // createReplication makes a DatasetReplication claiming node:dataset as
 // its source and tnode:tdataset as its target, before the content's
 // replication claims anything.
-func (f *vsrFixture) createReplication(t *testing.T, name, node, dataset, tnode, tdataset string) {
+// vsrDataset is case i's source dataset.
+func vsrDataset(i int) string { return fmt.Sprintf("tank/vsr%d", i) }
+
+func createReplication(t *testing.T, c client.Client, name, node, dataset, tnode, tdataset string) {
 	t.Helper()
 	dr := &z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: z8rv1.DatasetReplicationSpec{Source: z8rv1.DatasetRef{Node: node, Dataset: dataset},
 			Targets: []z8rv1.ReplicationTarget{{Node: tnode, Dataset: tdataset}}}}
-	if err := f.c.Create(f.ctx, dr); err != nil {
+	if err := c.Create(context.Background(), dr); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = f.c.Delete(context.Background(), dr) })
+	t.Cleanup(func() { _ = c.Delete(context.Background(), dr) })
 }
 
 // deleteBound deletes the source content as the snapshot-controller does

@@ -6,7 +6,8 @@ package v1alpha1
 // z8r.dev/replication-status (internal/volsnap). What each means:
 //
 //   - Pending: not tried yet (or the target node's host key is not pinned
-//     yet).
+//     yet, or its transfer waits for a slot under the controller's
+//     transfer limits: lastError says "queued for a transfer slot").
 //   - Syncing: a transfer to the target is running (DatasetReplication).
 //   - Synced: the target has what it was asked for: a DatasetReplication
 //     target the source's newest snapshot, a VolumeSnapshot target the

@@ -41,6 +41,8 @@ func main() {
 		prefix      = flag.String("snapshot-prefix", "z8r", "name prefix of the snapshots z8r takes")
 		drivers     = flag.String("snapshot-drivers", "", "comma-separated CSI drivers, besides zfs.z8r.dev, whose VolumeSnapshots z8r takes (their volumes must resolve to ZFS datasets)")
 		progress    = flag.Duration("progress-interval", controllers.DefaultProgressInterval, "how often a running sync's bytes, rate and estimated completion are written to the replication's status (at most 10s)")
+		perNode     = flag.Int("max-transfers-per-node", controllers.DefaultTransferLimits.PerNode, "at most this many transfers send from or receive on one node at a time; more wait their turn, first come first served (0: no limit)")
+		maxTotal    = flag.Int("max-transfers", controllers.DefaultTransferLimits.Total, "at most this many transfers in the cluster at a time (0: no limit beyond the reconcile workers)")
 		clockOffset = flag.Duration("clock-offset", 0, "testing only: run the controller's clock this far ahead of the wall clock (the chaos suite brings schedules round with it); never set it in production")
 	)
 	opts := zap.Options{}
@@ -50,6 +52,10 @@ func main() {
 	log := ctrl.Log.WithName("setup")
 	if *progress <= 0 || *progress > 10*time.Second {
 		log.Error(nil, "--progress-interval must be above 0 and at most 10s", "progressInterval", progress.String())
+		os.Exit(2)
+	}
+	if *perNode < 0 || *maxTotal < 0 {
+		log.Error(nil, "--max-transfers-per-node and --max-transfers must be 0 (no limit) or more", "perNode", *perNode, "total", *maxTotal)
 		os.Exit(2)
 	}
 
@@ -86,6 +92,7 @@ func main() {
 		SnapshotPrefix:   *prefix,
 		SnapshotDrivers:  strings.Split(*drivers, ","),
 		ProgressInterval: *progress,
+		TransferLimits:   &controllers.TransferLimits{PerNode: *perNode, Total: *maxTotal},
 	}); err != nil {
 		log.Error(err, "set up controllers")
 		os.Exit(1)

@@ -195,6 +195,12 @@ type Options struct {
 	// many steps it has and their estimated stream size in bytes (0 when
 	// the source cannot estimate it).
 	Planned func(steps int, expectedBytes int64)
+	// Admit, if set, is asked once a plan has steps to send, before
+	// anything is held or sent; its release runs when the sync ends. An
+	// error (a transfer limit reached) ends the sync with that error and
+	// nothing changed on either node. Syncs with nothing to send are
+	// never asked.
+	Admit func(ctx context.Context) (release func(), err error)
 	// Trace, if set, receives the time each phase of the sync took:
 	// "capabilities", "list", "repair", "plan", "estimate", "step-hold", "transfer",
 	// "mark-owned", "protect". Phases on different nodes overlap, so
@@ -417,6 +423,8 @@ type SnapshotOptions struct {
 	AllowFullIntoEmpty bool
 	// Progress, if set, receives transfer progress.
 	Progress func(step int, p agent.Progress)
+	// Admit is Options.Admit.
+	Admit func(ctx context.Context) (release func(), err error)
 }
 
 // SyncSnapshot sends exactly the source snapshot srcDataset@snap to t (a
@@ -429,7 +437,7 @@ type SnapshotOptions struct {
 // already has a newer snapshot) and change nothing on the target.
 func SyncSnapshot(ctx context.Context, src Endpoint, srcDataset, snap string, t Target, opts SnapshotOptions) (Result, error) {
 	var res Result
-	eopts := Options{Progress: opts.Progress}
+	eopts := Options{Progress: opts.Progress, Admit: opts.Admit}
 	s, err := newSession(ctx, src, srcDataset, t, eopts)
 	if err != nil {
 		return res, err

@@ -62,6 +62,13 @@ func (s *session) execute(ctx context.Context, p plan.Plan, res *Result) error {
 		if s.enc, err = s.encoding(ctx, p); err != nil {
 			return err
 		}
+		if s.opts.Admit != nil {
+			release, err := s.opts.Admit(ctx)
+			if err != nil {
+				return err
+			}
+			defer release()
+		}
 	}
 	if s.opts.Planned != nil && len(p.Steps) > 0 {
 		s.opts.Planned(len(p.Steps), s.estimate(ctx, p))

@@ -57,6 +57,8 @@ type Options struct {
 	SnapshotDrivers []string
 	// SnapshotHooks inject faults into the snapshotter.
 	SnapshotHooks controllers.SnapshotHooks
+	// TransferLimits of the controller (nil: its defaults).
+	TransferLimits *controllers.TransferLimits
 }
 
 // Cluster is a running test bed.
@@ -81,6 +83,7 @@ type Cluster struct {
 	controller bool
 	drivers    []string
 	hooks      controllers.SnapshotHooks
+	limits     *controllers.TransferLimits
 	// controller processes (process.go)
 	procRuns   int
 	procLogDir string
@@ -95,7 +98,7 @@ func Start(t tb.TB, opts Options) *Cluster {
 		names = append(names, n.Name)
 	}
 	c := &Cluster{t: t, Nodes: map[string]*zfsnodes.Node{}, Agents: map[string]*agentproc.Agent{}, clock: opts.Clock, verbose: opts.Verbose,
-		drivers: opts.SnapshotDrivers, hooks: opts.SnapshotHooks}
+		drivers: opts.SnapshotDrivers, hooks: opts.SnapshotHooks, limits: opts.TransferLimits}
 	if c.clock == nil {
 		c.clock = schedule.RealClock{}
 	}
@@ -164,7 +167,7 @@ func (c *Cluster) StartController() {
 		c.t.Fatal(err)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{Agents: c.Pool, Clock: c.clock, Metrics: c.Metrics, SkipNameValidation: true,
-		SnapshotDrivers: c.drivers, SnapshotHooks: c.hooks}); err != nil {
+		SnapshotDrivers: c.drivers, SnapshotHooks: c.hooks, TransferLimits: c.limits}); err != nil {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
