@@ -206,3 +206,55 @@ func TestReplication_CancelLeavesNothingBehind(t *testing.T) {
 		t.Error("the replica's data differs")
 	}
 }
+
+// TestReplication_ControllerRestartMidTransfer (issue 14): the controller
+// stops while a 512 MiB first sync runs (paced at 40 MiB/s) and starts
+// again. The agents end the transfer with the controller's session; the
+// restarted controller clears the dead transfer from status and syncs
+// again, cleanly: Synced with one transfer's worth of bytes (zfs-fuse has
+// no resumable receive, so the stream starts over), the replica holds the
+// source's data, the target pool holds nothing else (no partial or
+// moved-aside dataset) and the source no step hold.
+func TestReplication_ControllerRestartMidTransfer(t *testing.T) {
+	const name, fs = "restart", "tank/restart"
+	c, sum := pacedSync(t, name, fs)
+	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
+	ctx := ctxT(t)
+	waitFor(t, c, name, "the first sync under way", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
+		p := target(dr, "n2").Transfer
+		return p != nil && p.BytesDone > 0
+	})
+	c.StopController()
+	stopped, err := c.Replication(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("controller stopped mid-transfer: %+v", target(stopped, "n2"))
+	c.StartController()
+	dr := waitFor(t, c, name, "synced after the restart", 3*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
+		ts := target(dr, "n2")
+		return ts.State == z8rv1.TargetSynced && ts.LastSyncTime != nil
+	})
+	ts := target(dr, "n2")
+	if ts.LastSyncKind != "full" || ts.LastSyncBytes < pacedSize || ts.LastSyncBytes > pacedSize*3/2 {
+		t.Errorf("after the restart: %+v, want one full transfer of about %d bytes", ts, pacedSize)
+	}
+	if ts.Transfer != nil {
+		t.Errorf("transfer %+v still in status", ts.Transfer)
+	}
+	if readReplica(t, n2, fs, "big") != sum {
+		t.Error("the replica's data differs")
+	}
+	if out, err := n2.Exec(ctx, "zfs", "list", "-H", "-o", "name", "-r", "tank"); err != nil || strings.TrimSpace(out) != "tank\n"+fs {
+		t.Errorf("the target pool after the restart:\n%s (%v), want tank and %s only", out, err, fs)
+	}
+	for _, s := range snapshotsOf(t, n1, fs) {
+		want := 0
+		if s.ShortName() == ts.LastSnapshot {
+			want = 1 // the base hold
+		}
+		if int(s.UserRefs) != want {
+			t.Errorf("%s has %d holds, want %d (no step hold left)", s.Name, s.UserRefs, want)
+		}
+	}
+}
