@@ -764,6 +764,40 @@ func tableDatasetReplication(t *testing.T, te *tableEnv) {
 			want:      want{err: "injected", skipStatus: true, noCmdsOn: []string{"src", "dst"}},
 		},
 		{
+			name:  "a steady reconcile (nothing due, nothing to send) writes no status",
+			nodes: []string{"src", "dst"},
+			setup: func(h *drHarness) {
+				h.dataset("src", "tank/a")
+				h.create(rep("r", "src", to("dst")))
+				h.reconcile("r")
+				h.clock.Advance(time.Minute)
+				h.reconcile("r") // the first status after the sync, if any was pending
+				h.mark()
+			},
+			run: "r",
+			want: want{ready: z8rv1.ReasonAllTargetsSynced, state: z8rv1.TargetSynced, targets: map[string]string{"dst": z8rv1.TargetSynced},
+				check: func(t *testing.T, h *drHarness) {
+					writes := 0
+					h.r.Client = interceptor.NewClient(te.client, interceptor.Funcs{
+						SubResourceUpdate: func(ctx context.Context, cl client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+							writes++
+							return cl.SubResource(sub).Update(ctx, obj, opts...)
+						}})
+					defer func() { h.r.Client = te.client }()
+					h.clock.Advance(time.Minute)
+					h.reconcile("r")
+					if writes != 0 {
+						t.Errorf("%d status writes by a reconcile that changed nothing, want 0", writes)
+					}
+					// A change is written: the next snapshot is due.
+					h.clock.Advance(6 * time.Hour)
+					h.reconcile("r")
+					if writes == 0 {
+						t.Error("no status write after a new snapshot and sync")
+					}
+				}},
+		},
+		{
 			name:  "a node at its transfer limit: the sync waits its turn, holding and sending nothing",
 			nodes: []string{"src", "dst"},
 			setup: func(h *drHarness) {
