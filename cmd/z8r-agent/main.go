@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -58,6 +59,8 @@ func main() {
 		maxOutput        = flag.Int64("max-output", agent.DefaultMaxOutput, "bound in bytes on the output of a non-stream command (negative: none)")
 		requestTimeout   = flag.Duration("request-timeout", agent.DefaultRequestTimeout, "deadline of a non-stream request (negative: none)")
 		stallTimeout     = flag.Duration("stall-timeout", agent.DefaultStallTimeout, "abort a transfer or zfs send/recv that moved no byte for this long (negative: never)")
+		dataPlaintext    = flag.Bool("data-plaintext", false, "INSECURE, for trusted networks only: allow agent-to-agent streams on a plaintext data connection instead of TLS. Used only when both agents of a transfer have this flag; the connection is still authenticated by a one-time token from the SSH channel, but anyone on the network path can read and alter the replicated data")
+		cpuProfile       = flag.String("cpu-profile", "", "write a Go CPU profile (pprof) to this file from start until the agent stops on SIGTERM/SIGINT (empty: off); for diagnosing the data path")
 		bandwidthLimit   = flag.String("bandwidth-limit", "", "cap, in bytes per second, on everything this node sends in transfers, all of them together (a quantity: 50Mi is 50 MiB/s; empty: none); a replication's spec.bandwidthLimit applies as well")
 	)
 	opts := zap.Options{}
@@ -106,6 +109,14 @@ func main() {
 		}
 		rateLimit = q.Value()
 	}
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fail(log, err, "start cpu profile")
+		}
+		defer stopProfile()
+		log.Info("writing a cpu profile until the agent stops", "file", *cpuProfile)
+	}
 	srv, err := agent.NewServer(agent.ServerConfig{
 		HostKey:          hostKey,
 		AuthorizedKeys:   agent.AuthorizedKeysFile(*authorizedKeys),
@@ -121,6 +132,7 @@ func main() {
 		RequestTimeout:   *requestTimeout,
 		StallTimeout:     *stallTimeout,
 		RateLimit:        rateLimit,
+		DataPlaintext:    *dataPlaintext,
 	})
 	if err != nil {
 		fail(log, err, "configure server")
@@ -131,6 +143,9 @@ func main() {
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fail(log, err, "listen")
+	}
+	if *dataPlaintext {
+		log.Info("plaintext data connections allowed (--data-plaintext): streams to and from agents that allow them too travel unencrypted; use only on a trusted network")
 	}
 	log.Info("agent listening", "addr", l.Addr().String(), "hostKey", ssh.FingerprintSHA256(hostKey.PublicKey()), "pools", *pools)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -211,6 +226,23 @@ func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, pools []strin
 		_ = server.Close()
 	}()
 	return l.Addr().String(), nil
+}
+
+// startCPUProfile writes a CPU profile to path until the returned function
+// is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

@@ -33,6 +33,11 @@ type ClientConfig struct {
 	// SSHDataPath sends stdin streams inside the SSH channel instead of on
 	// a separate TLS data connection (dataconn.go).
 	SSHDataPath bool
+	// DataPlaintext takes an agent's offer of a plaintext data connection
+	// (an agent started with --data-plaintext offers one); otherwise, and
+	// by default, the data connection uses TLS. Only for trusted networks:
+	// see ServerConfig.DataPlaintext.
+	DataPlaintext bool
 	// KeepAlive is how often an idle-or-not connection is probed; a probe
 	// unanswered for 2×KeepAlive closes the connection, which fails every
 	// request on it instead of letting it hang on a vanished peer
@@ -62,6 +67,8 @@ type Client struct {
 	zfs      *zfsexec.ZFS
 	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
 	dataConn bool
+	// dataPlain takes a ticket's offer of a plaintext data connection.
+	dataPlain bool
 	// maxOutput and requestTimeout bound non-stream requests (≤ 0: none).
 	maxOutput      int64
 	requestTimeout time.Duration
@@ -144,7 +151,7 @@ func dial(ctx context.Context, addr string, cfg ClientConfig, user string) (*Cli
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
 	c := &Client{conn: ssh.NewClient(sc, chans, reqs), addr: addr, closed: make(chan struct{}),
-		dial: cfg.Dial, dataConn: !cfg.SSHDataPath, maxOutput: cfg.MaxOutput, requestTimeout: cfg.RequestTimeout,
+		dial: cfg.Dial, dataConn: !cfg.SSHDataPath, dataPlain: cfg.DataPlaintext, maxOutput: cfg.MaxOutput, requestTimeout: cfg.RequestTimeout,
 		hostKey: presented, grantAuthority: cfg.GrantAuthority}
 	c.zfs = zfsexec.New(c.Runner())
 	go func() {
@@ -325,7 +332,7 @@ func (c *Client) request(ctx context.Context, chanType string, payload any, stdi
 		dataMu.Unlock()
 	}()
 	sendData := func(t dataTicket) {
-		dc, err := dialData(ctx, c.dial, c.addr, t)
+		dc, err := dialData(ctx, c.dial, c.addr, t, c.dataPlain)
 		if err != nil {
 			_ = ch.Close() // the agent then reports no status; the error below says why
 			return

@@ -40,8 +40,8 @@ func TestClient_OneDataTicketPerChannel(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		n := 0
-		for _, wait := range []func(context.Context) (net.Conn, error){wait1, wait2} {
-			if dc, err := wait(ctx); err == nil {
+		for _, wait := range []func(context.Context) (net.Conn, bool, error){wait1, wait2} {
+			if dc, _, err := wait(ctx); err == nil {
 				n++
 				_, _ = io.Copy(io.Discard, dc)
 				_ = dc.Close()
@@ -57,12 +57,12 @@ func TestClient_OneDataTicketPerChannel(t *testing.T) {
 				return
 			}
 			go func() {
-				c, tlsConn, err := isTLS(nc)
+				c, kind, err := sniff(nc)
 				switch {
 				case err != nil:
 					_ = nc.Close()
 					return
-				case tlsConn:
+				case kind == kindTLS:
 					data.serve(c, func() {})
 					return
 				}

@@ -68,6 +68,13 @@ type ServerConfig struct {
 	// in transfers, all of them together (0: no node-wide cap). A
 	// transfer's own TransferRequest.RateLimit applies as well.
 	RateLimit int64
+	// DataPlaintext allows data connections without TLS, for trusted
+	// networks only (off by default; dataconn.go): this agent's tickets
+	// offer one, and when it sends a transfer it takes a target's offer.
+	// A stream travels in plaintext only when both agents allow it. The
+	// connection is still authenticated by the one-time token from the
+	// SSH channel, but anyone on the path can read and alter the stream.
+	DataPlaintext bool
 }
 
 func (c *ServerConfig) setDefaults() {
@@ -131,6 +138,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	data.plaintext = cfg.DataPlaintext
 	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{},
 		unauth: newConnLimiter(cfg.MaxUnauthConns, cfg.MaxUnauthPerAddr), nodeRate: newRateLimiter(cfg.RateLimit)}
 	return s, nil
@@ -209,13 +217,15 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		go func() {
-			c, tlsConn, err := isTLS(nc)
+			c, kind, err := sniff(nc)
 			switch {
 			case err != nil:
 				release()
 				_ = nc.Close()
-			case tlsConn:
+			case kind == kindTLS:
 				s.data.serve(c, release)
+			case kind == kindPlainData:
+				s.data.servePlain(c, release)
 			default:
 				s.handleConn(c, cfg, release)
 			}
@@ -411,8 +421,9 @@ func (s *Server) handleRun(ctx context.Context, who client, gc *grantConn, nch s
 			_, err = ch.SendRequest(reqDataTicket, false, mustJSON(t))
 		}
 		var dc net.Conn
+		var plain bool
 		if err == nil {
-			dc, err = wait(ctx)
+			dc, plain, err = wait(ctx)
 		}
 		if err != nil {
 			st := exitStatus{Kind: kindUnreachable, Message: "data connection: " + err.Error()}
@@ -422,9 +433,16 @@ func (s *Server) handleRun(ctx context.Context, who client, gc *grantConn, nch s
 		}
 		defer dc.Close()
 		stdin = dc
+		if plain {
+			s.cfg.Log.V(1).Info("plaintext data connection", "remote", who.remote, "argv", req.Argv)
+		}
 	}
 	if stream {
-		stdin = activityReader{r: stdin, a: act}
+		if tc, ok := stdin.(*net.TCPConn); ok {
+			stdin = spliceReader{c: tc, a: act}
+		} else {
+			stdin = activityReader{r: stdin, a: act}
+		}
 	}
 	start := time.Now()
 	err = s.cfg.Runner.Run(ctx, zfsexec.Command{Argv: req.Argv, Stdin: stdin, Stdout: stdout})
@@ -579,7 +597,7 @@ func (s *Server) transfer(ctx context.Context, stop context.CancelCauseFunc, cer
 	if err != nil {
 		return Result{}, fmt.Errorf("agent: grant signer: %w", err)
 	}
-	peer, err := dial(ctx, g.TargetAddr, ClientConfig{Signer: signer, HostKey: hostKey, Dial: s.cfg.Dial}, GrantPrincipal)
+	peer, err := dial(ctx, g.TargetAddr, ClientConfig{Signer: signer, HostKey: hostKey, Dial: s.cfg.Dial, DataPlaintext: s.cfg.DataPlaintext}, GrantPrincipal)
 	if err != nil {
 		return Result{}, err
 	}

@@ -169,22 +169,24 @@ func BenchmarkTransport_UploadTCP(b *testing.B) {
 }
 
 // BenchmarkTransport_DataPathRatio moves the same stream over a raw TCP
-// connection, the TLS data connection and the SSH channel in each
-// iteration, and reports each agent path as a ratio of the TCP copy
-// measured alongside it, plus CPU seconds per GiB of the whole process.
+// connection, the TLS data connection, the plaintext data connection
+// (both ends with DataPlaintext) and the SSH channel in each iteration,
+// and reports each agent path as a ratio of the TCP copy measured
+// alongside it, plus CPU seconds per GiB of the whole process.
 func BenchmarkTransport_DataPathRatio(b *testing.B) {
-	addr, host, client := benchServer(b, sinkRunner{})
+	addr, host, client := benchServerCfg(b, sinkRunner{}, true)
 	tcpL := tcpServer(b, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	dial := func(sshPath bool) *Client {
-		c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath})
+	dial := func(sshPath, plain bool) *Client {
+		c, err := Dial(context.Background(), addr, ClientConfig{Signer: client, HostKey: host.PublicKey(), SSHDataPath: sshPath, DataPlaintext: plain})
 		if err != nil {
 			b.Fatal(err)
 		}
 		return c
 	}
-	tlsC, sshC := dial(false), dial(true)
+	tlsC, sshC, plainC := dial(false, false), dial(true, false), dial(false, true)
 	defer tlsC.Close()
 	defer sshC.Close()
+	defer plainC.Close()
 	producer := func() io.Reader {
 		pr, pw := io.Pipe()
 		go func() {
@@ -199,7 +201,7 @@ func BenchmarkTransport_DataPathRatio(b *testing.B) {
 		f()
 		return time.Since(start), processCPU() - cpu0
 	}
-	var rTLS, rSSH, cpuTLS, cpuTCP []float64
+	var rTLS, rSSH, rPlain, cpuTLS, cpuTCP, cpuPlain []float64
 	recv := []string{"zfs", "recv", "-u", "tank/x"}
 	for i := 0; i < b.N; i++ {
 		dTCP, cTCP := timed(func() {
@@ -217,6 +219,11 @@ func BenchmarkTransport_DataPathRatio(b *testing.B) {
 				b.Fatal(err)
 			}
 		})
+		dPlain, cPlain := timed(func() {
+			if err := plainC.Runner().Run(context.Background(), zfsexec.Command{Argv: recv, Stdin: producer()}); err != nil {
+				b.Fatal(err)
+			}
+		})
 		dSSH, _ := timed(func() {
 			if err := sshC.Runner().Run(context.Background(), zfsexec.Command{Argv: recv, Stdin: producer()}); err != nil {
 				b.Fatal(err)
@@ -224,14 +231,18 @@ func BenchmarkTransport_DataPathRatio(b *testing.B) {
 		})
 		rTLS = append(rTLS, dTCP.Seconds()/dTLS.Seconds())
 		rSSH = append(rSSH, dTCP.Seconds()/dSSH.Seconds())
+		rPlain = append(rPlain, dTCP.Seconds()/dPlain.Seconds())
 		gib := float64(benchBytes) / (1 << 30)
 		cpuTLS = append(cpuTLS, cTLS/gib)
 		cpuTCP = append(cpuTCP, cTCP/gib)
+		cpuPlain = append(cpuPlain, cPlain/gib)
 	}
 	b.ReportMetric(medianOf(rTLS), "tls-x-tcp")
 	b.ReportMetric(medianOf(rSSH), "ssh-x-tcp")
 	b.ReportMetric(medianOf(cpuTLS), "tls-cpu-s/GiB")
 	b.ReportMetric(medianOf(cpuTCP), "tcp-cpu-s/GiB")
+	b.ReportMetric(medianOf(rPlain), "plain-x-tcp")
+	b.ReportMetric(medianOf(cpuPlain), "plain-cpu-s/GiB")
 }
 
 // processCPU is this process's user+system CPU time in seconds (both ends
@@ -255,6 +266,13 @@ func medianOf(v []float64) float64 {
 // returns its address, host key and an authorized client key.
 func benchServer(b *testing.B, r zfsexec.Runner) (string, ssh.Signer, ssh.Signer) {
 	b.Helper()
+	return benchServerCfg(b, r, false)
+}
+
+// benchServerCfg is benchServer with plaintext data connections allowed
+// or not.
+func benchServerCfg(b *testing.B, r zfsexec.Runner, plaintext bool) (string, ssh.Signer, ssh.Signer) {
+	b.Helper()
 	host, client := benchSigner(b), benchSigner(b)
 	srv, err := NewServer(ServerConfig{
 		HostKey:        host,
@@ -262,6 +280,7 @@ func benchServer(b *testing.B, r zfsexec.Runner) (string, ssh.Signer, ssh.Signer
 		Policy:         Policy{Pools: []string{"tank"}},
 		Runner:         r,
 		Log:            logr.Discard(),
+		DataPlaintext:  plaintext,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -13,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/z8r-project/z8r/internal/agent"
 	"github.com/z8r-project/z8r/internal/replicate"
 	"github.com/z8r-project/z8r/internal/retention"
+	"github.com/z8r-project/z8r/internal/snapname"
 	"github.com/z8r-project/z8r/internal/testbed/agentproc"
 	"github.com/z8r-project/z8r/internal/testbed/netns"
 	"github.com/z8r-project/z8r/internal/testbed/zfsnodes"
@@ -39,8 +41,15 @@ func newPair(b testing.TB, poolSize string) *pair {
 	nodes := zfsnodes.Start(b, zfsnodes.Options{PoolSize: poolSize, NetNS: n.NSMap()}, "src", "dst")
 	keys := agentproc.NewKeys(b)
 	p := &pair{src: nodes[0], dst: nodes[1]}
-	p.srcA = agentproc.Start(b, p.src, keys, agentproc.Options{Addr: n.Addr("src") + ":2022"})
-	p.dstA = agentproc.Start(b, p.dst, keys, agentproc.Options{Addr: n.Addr("dst") + ":2022"})
+	extra := func(name string) []string {
+		var out []string
+		for _, a := range strings.Fields(os.Getenv("Z8R_BENCH_AGENT_ARGS")) {
+			out = append(out, strings.ReplaceAll(a, "{node}", name))
+		}
+		return out
+	}
+	p.srcA = agentproc.Start(b, p.src, keys, agentproc.Options{Addr: n.Addr("src") + ":2022", ExtraArgs: extra("src")})
+	p.dstA = agentproc.Start(b, p.dst, keys, agentproc.Options{Addr: n.Addr("dst") + ":2022", ExtraArgs: extra("dst")})
 	dial := func(a *agentproc.Agent) *agent.Client {
 		c, err := agent.Dial(context.Background(), a.Addr, agent.ClientConfig{Signer: keys.Controller, HostKey: a.HostKey, Dial: n.DialContext, GrantAuthority: keys.Controller})
 		if err != nil {
@@ -133,11 +142,18 @@ func BenchmarkReplication_Full1GiB(b *testing.B) {
 	snaps, _ := p.src.ZFS().Snapshots(ctx, "tank/big")
 	snap := snaps[len(snaps)-1].Name
 	var ratios, cpuPerGiB, pipeRate, agentRate []float64
+	var pipeDaemon, pipeZfs, agentDaemon, srcSelf, dstSelf []float64
 	var peakKiB int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		d0, c0 := cpuSeconds(p.src.PID)+cpuSeconds(p.dst.PID), childCPU()
 		n, pipeDur := localPipe(b, p, zfsexec.SendOptions{Snapshot: snap}, zfsexec.RecvOptions{Target: fmt.Sprintf("tank/pipe%d", i), Unmounted: true})
+		d1, c1 := cpuSeconds(p.src.PID)+cpuSeconds(p.dst.PID), childCPU()
+		gibPipe := float64(n) / (1 << 30)
+		pipeDaemon = append(pipeDaemon, (d1-d0)/gibPipe)
+		pipeZfs = append(pipeZfs, (c1-c0)/gibPipe)
 		cpu0 := cpuSeconds(p.srcA.PID()) + cpuSeconds(p.dstA.PID())
+		s0, t0 := selfCPU(p.srcA.PID()), selfCPU(p.dstA.PID())
 		start := time.Now()
 		res, err := replicate.SyncTarget(ctx, p.srcC, "tank/big", p.target(fmt.Sprintf("tank/agent%d", i)), replicate.Options{})
 		if err != nil {
@@ -145,6 +161,10 @@ func BenchmarkReplication_Full1GiB(b *testing.B) {
 		}
 		agentDur := time.Since(start)
 		cpu := cpuSeconds(p.srcA.PID()) + cpuSeconds(p.dstA.PID()) - cpu0
+		gibA := float64(res.Bytes()) / (1 << 30)
+		srcSelf = append(srcSelf, (selfCPU(p.srcA.PID())-s0)/gibA)
+		dstSelf = append(dstSelf, (selfCPU(p.dstA.PID())-t0)/gibA)
+		agentDaemon = append(agentDaemon, (cpuSeconds(p.src.PID)+cpuSeconds(p.dst.PID)-d1)/gibA)
 		if !res.Full() || res.Bytes() < n*9/10 {
 			b.Fatalf("agent sync %+v, pipe moved %d bytes", res, n)
 		}
@@ -157,6 +177,12 @@ func BenchmarkReplication_Full1GiB(b *testing.B) {
 				peakKiB = hwm
 			}
 		}
+		// The replica hold (step discipline) keeps the received snapshot:
+		// release it before destroying the replica.
+		agentDS := fmt.Sprintf("tank/agent%d", i)
+		if _, err := p.dst.Exec(ctx, "zfs", "release", snapname.ReplicaHoldTag(p.target(agentDS).ID), agentDS+"@"+snap[strings.IndexByte(snap, '@')+1:]); err != nil {
+			b.Fatal(err)
+		}
 		for _, ds := range []string{fmt.Sprintf("tank/pipe%d", i), fmt.Sprintf("tank/agent%d", i)} {
 			if _, err := p.dst.Exec(ctx, "zfs", "destroy", "-r", ds); err != nil {
 				b.Fatal(err)
@@ -168,6 +194,33 @@ func BenchmarkReplication_Full1GiB(b *testing.B) {
 	b.ReportMetric(median(agentRate), "agent-MB/s")
 	b.ReportMetric(median(cpuPerGiB), "agent-cpu-s/GiB")
 	b.ReportMetric(float64(peakKiB)/1024, "agent-peak-RSS-MiB")
+	b.ReportMetric(median(pipeDaemon), "pipe-daemons-cpu-s/GiB")
+	b.ReportMetric(median(pipeZfs), "pipe-zfs-cmds-cpu-s/GiB")
+	b.ReportMetric(median(agentDaemon), "agent-daemons-cpu-s/GiB")
+	b.ReportMetric(median(srcSelf), "src-agent-self-cpu-s/GiB")
+	b.ReportMetric(median(dstSelf), "dst-agent-self-cpu-s/GiB")
+}
+
+// selfCPU is a process's own user+system CPU, without its children.
+func selfCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var ticks float64
+	for _, i := range []int{11, 12} {
+		v, _ := strconv.ParseFloat(f[i], 64)
+		ticks += v
+	}
+	return ticks / 100
+}
+
+// childCPU is the CPU of this process's reaped children (the local pipe's zfs commands).
+func childCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru)
+	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
 }
 
 // BenchmarkReplication_Incremental1MiB: a 1 MiB change replicated as an
