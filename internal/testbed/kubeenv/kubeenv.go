@@ -83,6 +83,15 @@ type Options struct {
 	ControllerManager []string
 	// CRDDirectoryPaths are more CRD folders or files to install; each must exist.
 	CRDDirectoryPaths []string
+	// InClusterAPI readies the API server for pods that use client-go's in-cluster
+	// configuration: its serving certificate also names the kubernetes Service
+	// (KubernetesServiceIP and its DNS names), and the ServiceAccount admission plugin
+	// gives pods their service account token. Pods still need a route to the API
+	// server at KubernetesServiceIP:KubernetesServicePort (kubenode serves one on each
+	// node) and, for the token volume, kube-controller-manager's
+	// root-ca-certificate-publisher-controller (the kube-root-ca.crt ConfigMap) and
+	// serviceaccount-controller.
+	InClusterAPI bool
 }
 
 // Env is a running control plane. Its exported fields are set by Start and must not be
@@ -218,6 +227,11 @@ func (e *Env) start(root, setpriv string, opts Options) error {
 	api.Path = apiServerPath
 	api.CertDir = filepath.Join(e.dir, "apiserver")
 	api.Out, api.Err = logs[0], logs[0]
+	if opts.InClusterAPI {
+		if err := prepareInClusterAPI(api); err != nil {
+			return fmt.Errorf("in-cluster API: %w", err)
+		}
+	}
 
 	e.startedEnvtest = true
 	cfg, err := e.Environment.Start()

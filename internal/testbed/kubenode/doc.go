@@ -40,6 +40,18 @@
 //   - Images are imported with `ctr -n k8s.io images import` (Node.Import);
 //     pods must use imagePullPolicy Never or IfNotPresent with a tag. The
 //     sandbox (pause) image is built here (BuildImages) and imported by Start.
+//   - With Options.InClusterAPI (and a control plane started with
+//     kubeenv.Options.InClusterAPI), pods reach the API server the way
+//     client-go's in-cluster configuration expects, without kube-proxy:
+//     the node's network namespace holds the default/kubernetes Service's
+//     address on its loopback and forwards its port to the API server,
+//     whose certificate names that address; hostNetwork pods reach it
+//     locally, pod-network pods through the node's bridge. RoutePodNetworks
+//     adds the routes pods of one node need to reach other nodes and be
+//     answered (the CNI configuration does not masquerade).
+//   - Render and Apply put deploy/ through the test bed's kustomize
+//     overlay (OverlayDir: imagePullPolicy Never, nothing else) onto the
+//     control plane, as kubectl apply -k does.
 //   - kube-apiserver cannot reach a kubelet (it runs in the host's network
 //     namespace), so `kubectl logs/exec` do not work: Node.PodLogs reads a
 //     container's log file instead.

@@ -51,9 +51,10 @@ const (
 // deploy/z8r.yaml ships it (hostNetwork, hostPID, privileged, read-only
 // root, the --zfs-prefix "nsenter -t 1 -m --", the /var/lib/z8r hostPath,
 // the authorized-keys Secret, the readiness probe on /readyz) on a real
-// kubelet node, changed only where this test bed needs it: imagePullPolicy
-// Never, and no Kubernetes API for the agent yet (--publish=false, no
-// service account token; in-cluster API access is the next step). The pod
+// kubelet node, changed only where this test needs it: imagePullPolicy
+// Never, and no Kubernetes API for the agent (--publish=false, no service
+// account token), so that this test shows the agent's SSH side alone;
+// TestNodes_DeployFromOverlayReplicatesThroughPods runs it publishing. The pod
 // must turn Ready, which the agent's /readyz only reports when zfs answers
 // through nsenter and every pool exists, and the controller's key must then
 // list the node's datasets over SSH, pinned to the host key the agent wrote

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// images are the pause and agent images, built once for every test.
+// images are the pause, agent and controller images, built once for every test.
 var images struct {
 	dir  string
 	once sync.Once
@@ -60,7 +60,7 @@ func buildImages(t *testing.T) *kubenode.Images {
 			return
 		}
 		began := time.Now()
-		images.imgs, images.err = kubenode.BuildImages(context.Background(), root, images.dir, logr.Discard(), imagebuild.Agent)
+		images.imgs, images.err = kubenode.BuildImages(context.Background(), root, images.dir, logr.Discard(), imagebuild.Agent, imagebuild.Controller)
 		t.Logf("images built in %s", time.Since(began).Round(time.Millisecond))
 	})
 	if images.err != nil {

@@ -55,6 +55,12 @@ type Options struct {
 	// missing folder is created, empty, on the host: the mount needs it.
 	// Every node has /var/lib/kubelet and /var/lib/cni private already.
 	PrivateDirs []string
+	// InClusterAPI serves the default/kubernetes Service on the node
+	// (kubeenv.KubernetesServiceIP:KubernetesServicePort, forwarded to the
+	// API server) for pods that use client-go's in-cluster configuration,
+	// hostNetwork or not. The control plane must have been started with
+	// kubeenv.Options.InClusterAPI, whose certificate names that address.
+	InClusterAPI bool
 }
 
 // Node is one running kubelet node.
@@ -68,9 +74,13 @@ type Node struct {
 	InitPID int
 	// CgroupRoot is kubelet's cgroupRoot.
 	CgroupRoot string
+	// PodSubnet is the node's pod network (Options.PodSubnet or its default).
+	PodSubnet string
 
 	initProc, containerd, kubelet, zfsFuse *proc
 	pidNS, mntNS                           uint64
+	netns                                  string
+	apiService                             *apiService
 	pools                                  []string
 	privateDirs                            []string
 	stopOnce                               sync.Once
@@ -166,7 +176,7 @@ func start(opts Options, name, kubelet string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Name: name, Dir: dir, IP: ip, CgroupRoot: "/z8r-kn-" + id, pools: opts.ZFSPools}
+	n := &Node{Name: name, Dir: dir, IP: ip, CgroupRoot: "/z8r-kn-" + id, pools: opts.ZFSPools, netns: ns}
 	for _, d := range []string{"logs", "var-log", "cni/net.d", "cni/ipam", "containerd/root", "containerd/state", "containerd/opt", "zfs/run", "zfs/lock", "zfs/lib", "zfs/mnt", "zfs/disks"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return n, err
@@ -186,6 +196,7 @@ func start(opts Options, name, kubelet string) (*Node, error) {
 		}
 		subnet = fmt.Sprintf("10.214.%d.0/24", parsed[3])
 	}
+	n.PodSubnet = subnet
 	files := map[string]string{
 		"containerd.toml":           containerdConfig(dir, PauseRef),
 		"cni/net.d/10-z8r.conflist": cniConfig(dir, subnet),
@@ -232,6 +243,11 @@ func start(opts Options, name, kubelet string) (*Node, error) {
 	}
 	if err := n.startContainerd(); err != nil {
 		return n, err
+	}
+	if opts.InClusterAPI {
+		if n.apiService, err = startAPIService(ns, trimScheme(opts.Env.Config.Host)); err != nil {
+			return n, err
+		}
 	}
 	if err := n.Import(context.Background(), opts.Images.Archives[PauseRef]); err != nil {
 		return n, err
@@ -431,6 +447,14 @@ func (n *Node) RSS() (kubelet, containerd int64, err error) {
 	return k, c, errors.Join(err1, err2)
 }
 
+// CPUTime returns the CPU time (user and system) kubelet and containerd
+// have used since they started; two readings apart give their CPU use.
+func (n *Node) CPUTime() (kubelet, containerd time.Duration, err error) {
+	k, err1 := cpuTime(n.kubelet.pid)
+	c, err2 := cpuTime(n.containerd.pid)
+	return k, c, errors.Join(err1, err2)
+}
+
 // PodLogs returns the log file of a pod's container, as containerd wrote
 // it (CRI log format: time, stream, tag, then the line).
 func (n *Node) PodLogs(namespace, pod, container string) (string, error) {
@@ -481,6 +505,9 @@ func (n *Node) stop() error {
 	}
 	if n.initProc != nil {
 		errs = append(errs, n.initProc.stop(10*time.Second))
+	}
+	if n.apiService != nil {
+		n.apiService.close()
 	}
 	// The kernel kills the rest of the PID namespace when its init exits;
 	// wait for those processes to be gone.
