@@ -13,6 +13,19 @@ type Z8RNodeSpec struct {
 	// administrator copies it here (`kubectl z8r approve-hostkey NODE`).
 	// +optional
 	PinnedHostKey string `json:"pinnedHostKey,omitempty"`
+	// Pools are the pools this node's agent may touch, set by an
+	// administrator for this node (say an HDD node's "backup" where the
+	// others have "tank"). Empty: the agent's own --pools, the agent
+	// DaemonSet's default for every node. The agent reads it before it
+	// serves and then at each status refresh; it never writes it (the
+	// admission policy refuses it on create). status.pools shows the
+	// pools in force.
+	// +optional
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z][A-Za-z0-9_.:-]*$`
+	// +kubebuilder:validation:items:MaxLength=255
+	// +listType=set
+	Pools []string `json:"pools,omitempty"`
 }
 
 // Z8RNodeStatus is published by the node's agent.
@@ -23,8 +36,12 @@ type Z8RNodeStatus struct {
 	HostKey string `json:"hostKey,omitempty"`
 	// HostKeyFingerprint is the SHA256 fingerprint of HostKey.
 	HostKeyFingerprint string `json:"hostKeyFingerprint,omitempty"`
-	// Pools the agent may touch.
+	// Pools the agent may touch: spec.pools when set, else its --pools.
 	Pools []string `json:"pools,omitempty"`
+	// PoolsFrom says where Pools come from: "spec" (this object's
+	// spec.pools) or "agent" (the agent's --pools).
+	// +optional
+	PoolsFrom string `json:"poolsFrom,omitempty"`
 	// PoolsSummary is Pools joined by commas, for kubectl columns.
 	PoolsSummary string `json:"poolsSummary,omitempty"`
 	// Implementation is "openzfs" or "zfs-fuse".

@@ -39,7 +39,7 @@ func main() {
 	var (
 		nodeName       = flag.String("node-name", os.Getenv("NODE_NAME"), "name of this node (default $NODE_NAME)")
 		listen         = flag.String("listen", ":2022", "SSH listen address")
-		pools          = flag.String("pools", "", "comma-separated pools this agent may touch (required)")
+		pools          = flag.String("pools", "", "comma-separated pools this agent may touch (required): the default, which this node's Z8RNode spec.pools, set by an administrator, replaces")
 		hostKeyPath    = flag.String("host-key", "/var/lib/z8r/host_key", "host key file; created on first start, keep it on a host path. It is also this node's identity when it dials another agent for a transfer the controller granted")
 		authorizedKeys = flag.String("authorized-keys", "/etc/z8r/authorized-keys", "authorized client keys: a file, or a folder of files (a mounted Secret)")
 		zfsPrefix      = flag.String("zfs-prefix", "", "argv prefix for zfs and zpool, split on spaces (e.g. \"nsenter -t 1 -m --\" to use the host's zfs)")
@@ -167,11 +167,25 @@ func main() {
 			fail(log, err, "kubernetes client")
 		}
 		p := &nodepublish.Publisher{Client: c, Node: *nodeName, Address: addr, HostKey: hostKey.PublicKey(),
-			Pools: strings.Split(*pools, ","), ZFS: zfsexec.New(runner), Interval: *publishEvery, Log: log.WithName("publish")}
+			Pools: strings.Split(*pools, ","), OnPools: srv.SetPools, ZFS: zfsexec.New(runner), Interval: *publishEvery, Log: log.WithName("publish")}
+		// The pools in force before the first request is served: an
+		// administrator's spec.pools may name fewer than --pools.
+		for {
+			_, _, err := p.Apply(ctx)
+			if err == nil {
+				break
+			}
+			log.Error(err, "reading this node's pools failed; not serving until they are known")
+			select {
+			case <-ctx.Done():
+				fail(log, ctx.Err(), "stopped before the pools were known")
+			case <-time.After(2 * time.Second):
+			}
+		}
 		go p.Run(ctx)
 	}
 	if *healthAddr != "" {
-		hs, err := startHealth(ctx, *healthAddr, zfsexec.New(runner), strings.Split(*pools, ","), srv)
+		hs, err := startHealth(ctx, *healthAddr, zfsexec.New(runner), srv)
 		if err != nil {
 			fail(log, err, "health server")
 		}
@@ -189,10 +203,10 @@ func main() {
 
 // startHealth serves /healthz, /readyz and /metrics on addr until ctx ends
 // and returns the address it listens on. Ready means zfs answers and every
-// allowed pool exists.
-func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, pools []string, srv *agent.Server) (string, error) {
+// allowed pool (as in force now) exists.
+func startHealth(ctx context.Context, addr string, z *zfsexec.ZFS, srv *agent.Server) (string, error) {
 	hs := &health.Server{Check: func(ctx context.Context) error {
-		for _, pool := range pools {
+		for _, pool := range srv.Pools() {
 			ok, err := z.Exists(ctx, pool)
 			if err != nil {
 				return fmt.Errorf("zfs does not answer: %w", err)

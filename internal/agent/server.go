@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -118,6 +119,8 @@ type Server struct {
 	// nodeRate paces all transfers together (ServerConfig.RateLimit);
 	// nil: no node-wide cap.
 	nodeRate *rate.Limiter
+	// policy is the Policy in force: cfg.Policy until SetPools.
+	policy atomic.Pointer[Policy]
 
 	mu       sync.Mutex
 	conns    map[*ssh.ServerConn]struct{}
@@ -130,8 +133,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.HostKey == nil || cfg.AuthorizedKeys == nil || cfg.Runner == nil {
 		return nil, errors.New("agent: server needs a host key, authorized keys and a runner")
 	}
-	if len(cfg.Policy.Pools) == 0 {
-		return nil, errors.New("agent: server needs at least one allowed pool")
+	if err := checkPools(cfg.Policy.Pools); err != nil {
+		return nil, err
 	}
 	cfg.setDefaults()
 	data, err := newDataServer()
@@ -141,8 +144,41 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	data.plaintext = cfg.DataPlaintext
 	s := &Server{cfg: cfg, zfs: zfsexec.New(cfg.Runner), data: data, conns: map[*ssh.ServerConn]struct{}{},
 		unauth: newConnLimiter(cfg.MaxUnauthConns, cfg.MaxUnauthPerAddr), nodeRate: newRateLimiter(cfg.RateLimit)}
+	p := cfg.Policy
+	p.Pools = slices.Clone(p.Pools)
+	s.policy.Store(&p)
 	return s, nil
 }
+
+// checkPools refuses an empty list and any name that is not a pool's.
+func checkPools(pools []string) error {
+	if len(pools) == 0 {
+		return errors.New("agent: server needs at least one allowed pool")
+	}
+	for _, p := range pools {
+		if err := zfsexec.ValidatePool(p); err != nil {
+			return fmt.Errorf("agent: allowed pool: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetPools replaces the pools requests may name (a node's Z8RNode
+// spec.pools, read by the publisher). Requests checked from then on see
+// the new list; a command already running is not stopped. An empty list
+// or a bad name is refused and the pools stay as they were.
+func (s *Server) SetPools(pools []string) error {
+	if err := checkPools(pools); err != nil {
+		return err
+	}
+	p := *s.policy.Load()
+	p.Pools = slices.Clone(pools)
+	s.policy.Store(&p)
+	return nil
+}
+
+// Pools returns the pools requests may name now.
+func (s *Server) Pools() []string { return slices.Clone(s.policy.Load().Pools) }
 
 func (s *Server) sshConfig() *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
@@ -349,7 +385,7 @@ func finish(ch ssh.Channel, st exitStatus) {
 // shape and effect (Policy.Check), then, reading ZFS, what it would
 // touch (CheckEffect), the read bounded by RequestTimeout.
 func (s *Server) checkRun(ctx context.Context, argv []string) error {
-	if err := s.cfg.Policy.Check(argv); err != nil {
+	if err := s.policy.Load().Check(argv); err != nil {
 		return err
 	}
 	if s.cfg.RequestTimeout > 0 {
@@ -554,7 +590,7 @@ func transferArgv(req TransferRequest) []string {
 
 // checkTransfer refuses a transfer whose send side this agent would not run.
 func (s *Server) checkTransfer(ctx context.Context, req TransferRequest) error {
-	if err := checkTransferRequest(s.cfg.Policy, req); err != nil {
+	if err := checkTransferRequest(*s.policy.Load(), req); err != nil {
 		return err
 	}
 	caps, err := s.zfs.Capabilities(ctx)
@@ -565,7 +601,7 @@ func (s *Server) checkTransfer(ctx context.Context, req TransferRequest) error {
 	if err != nil {
 		return refuse("%v", err)
 	}
-	return s.cfg.Policy.Check(argv)
+	return s.policy.Load().Check(argv)
 }
 
 // checkTransferRequest is the part of checkTransfer that needs no node:

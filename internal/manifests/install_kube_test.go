@@ -476,6 +476,14 @@ func testAgentAdmission(t *testing.T, env *kubeenv.Env) {
 	if err := agentE.Create(ctx, pinned); err == nil || !strings.Contains(err.Error(), "may not pin a host key") {
 		t.Errorf("agent creating its Z8RNode with a pinned key: %v, want the policy's denial", err)
 	}
+	pools := &z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: "adm-node-e"}, Spec: z8rv1.Z8RNodeSpec{Pools: []string{"tank", "backup"}}}
+	if err := agentE.Create(ctx, pools); err == nil || !strings.Contains(err.Error(), "may not choose its node's pools") {
+		t.Errorf("agent creating its Z8RNode with pools: %v, want the policy's denial", err)
+	}
+	own.Spec.PinnedHostKey, own.Spec.Pools = "", []string{"tank", "other"}
+	if err := agentA.Update(ctx, own); !apierrors.IsForbidden(err) {
+		t.Errorf("agent updating its own pools: %v, want Forbidden by RBAC", err)
+	}
 
 	// A token without a node (not bound to a pod) writes nothing.
 	unbound := impersonating(t, env, agentUser, "")

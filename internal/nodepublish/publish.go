@@ -3,6 +3,7 @@ package nodepublish
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,17 +21,26 @@ import (
 
 // Publisher publishes one node's Z8RNode status.
 type Publisher struct {
-	Client   client.Client
-	Node     string
-	Address  string
-	HostKey  ssh.PublicKey
-	Pools    []string
+	Client  client.Client
+	Node    string
+	Address string
+	HostKey ssh.PublicKey
+	// Pools are the agent's own (--pools): in force unless the Z8RNode's
+	// spec.pools names others.
+	Pools []string
+	// OnPools, if set, is told the pools in force whenever they differ
+	// from the last ones it was told (first: Pools); an error keeps the
+	// old ones in force and is published as Ready=false.
+	OnPools  func([]string) error
 	ZFS      *zfsexec.ZFS
 	Interval time.Duration
 	Log      logr.Logger
 	// StartedAt is published as status.startedAt; zero: the time of the
 	// first PublishOnce.
 	StartedAt time.Time
+
+	inForce []string // the pools OnPools was last told
+	from    string
 }
 
 // Run publishes now and then every Interval until ctx ends.
@@ -50,16 +60,65 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 }
 
-// PublishOnce creates the Z8RNode if needed and writes its status.
+// InForce reads the node's Z8RNode and returns the pools in force (its
+// spec.pools, else Pools) and where they come from ("spec" or "agent"). A
+// Z8RNode that does not exist yet names none.
+func (p *Publisher) InForce(ctx context.Context) (pools []string, from string, err error) {
+	var zn z8rv1.Z8RNode
+	err = p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, "", fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
+	}
+	if len(zn.Spec.Pools) > 0 {
+		return zn.Spec.Pools, poolsFromSpec, nil
+	}
+	return p.Pools, poolsFromAgent, nil
+}
+
+// Where the pools in force come from (Z8RNodeStatus.PoolsFrom).
+const (
+	poolsFromSpec  = "spec"
+	poolsFromAgent = "agent"
+)
+
+// Apply reads the pools in force and hands them to OnPools if they
+// changed; it returns what is in force afterwards.
+func (p *Publisher) Apply(ctx context.Context) (pools []string, from string, err error) {
+	want, from, err := p.InForce(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if p.inForce == nil || !slices.Equal(want, p.inForce) {
+		if p.OnPools != nil {
+			if err := p.OnPools(want); err != nil {
+				return nil, "", fmt.Errorf("nodepublish: pools %v: %w", want, err)
+			}
+		}
+		p.Log.Info("pools in force", "pools", want, "from", from)
+		p.inForce, p.from = slices.Clone(want), from
+	}
+	return p.inForce, p.from, nil
+}
+
+// PublishOnce applies the pools in force (Apply), creates the Z8RNode if
+// needed and writes its status.
 func (p *Publisher) PublishOnce(ctx context.Context) error {
 	status := z8rv1.Z8RNodeStatus{
 		Address:            p.Address,
 		HostKey:            agent.MarshalPublicKey(p.HostKey),
 		HostKeyFingerprint: ssh.FingerprintSHA256(p.HostKey),
-		Pools:              p.Pools,
-		PoolsSummary:       strings.Join(p.Pools, ","),
 		Ready:              true,
 	}
+	pools, from, err := p.Apply(ctx)
+	if err != nil {
+		if p.inForce == nil {
+			return err // nothing applied yet: nothing true to publish
+		}
+		// The old pools stay in force; say why the new ones are not.
+		pools, from = p.inForce, p.from
+		status.Ready, status.Message = false, err.Error()
+	}
+	status.Pools, status.PoolsSummary, status.PoolsFrom = pools, strings.Join(pools, ","), from
 	now := metav1.Now()
 	status.LastHeartbeatTime = &now
 	if p.StartedAt.IsZero() {
@@ -70,12 +129,12 @@ func (p *Publisher) PublishOnce(ctx context.Context) error {
 	if err != nil {
 		status.Ready = false
 		status.Message = err.Error()
-	} else {
+	} else if status.Ready {
 		status.Implementation = string(caps.Implementation)
 		status.ZFSVersion = caps.Version
 		status.Capabilities = caps.Names()
 		status.CapabilitiesSummary = strings.Join(caps.Names(), ",")
-		for _, pool := range p.Pools {
+		for _, pool := range pools {
 			if ok, err := p.ZFS.Exists(ctx, pool); err != nil || !ok {
 				status.Ready = false
 				status.Message = fmt.Sprintf("pool %s is not available: %v", pool, err)
