@@ -81,6 +81,10 @@ func main() {
 		LeaderElection:          *leaderElect,
 		LeaderElectionID:        "z8r-controller.z8r.dev",
 		LeaderElectionNamespace: *leaderNS,
+		// The process ends as soon as the manager stops (main returns),
+		// so stepping down is safe, and a replacement pod leads at once
+		// instead of after the lease runs out.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		log.Error(err, "create manager")
