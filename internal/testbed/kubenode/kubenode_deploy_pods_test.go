@@ -59,7 +59,12 @@ const (
 // log has the transfer's audit line); and the controller pod deleted while
 // a paced first sync runs is replaced, the new pod takes the Lease and the
 // sync ends Synced with one transfer's worth of bytes, the data intact,
-// nothing partial on the target and no step hold left on the source.
+// nothing partial on the target and no step hold left on the source; the
+// agent DaemonSet restarted as `kubectl rollout restart` does while another
+// paced first sync runs rolls out and the sync ends the same way
+// (testAgentRollingUpdateMidSync); last, docs/install.md's Uninstall with
+// `kubectl delete -k` of the overlay leaves no hold, nothing stuck, no
+// orphan and the user's data intact (testUninstall).
 func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 	ctx := context.Background()
 	root, err := kubeenv.ModuleRoot()
@@ -81,6 +86,10 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		ControllerManager: []string{
 			"daemonset-controller", "deployment-controller", "replicaset-controller",
 			"serviceaccount-controller", "node-lifecycle-controller", "root-ca-certificate-publisher-controller",
+			// What `kubectl delete -k` relies on in a cluster: the namespace's
+			// contents deleted with it, a Deployment's and a DaemonSet's
+			// ReplicaSets and pods with them.
+			"namespace-controller", "garbage-collector-controller",
 		},
 	})
 	kubenode.StartScheduler(t, env)
@@ -119,6 +128,10 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sha256In(t, src, file)
+	// What the user's data must still be once z8r is gone: each replicated
+	// dataset's file's SHA-256 on kn1, and the clone of its replica on kn2.
+	kept := map[string]string{"tank/data": want}
+	clones := map[string]string{"tank/data": "tank/verify-data"}
 
 	began = time.Now()
 	if err := kubenode.Apply(ctx, env.Client, "z8r-testbed", objs); err != nil {
@@ -224,6 +237,7 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantSeed := sha256In(t, src, seedFile)
+		kept["tank/seed"], clones["tank/seed"] = wantSeed, "tank/verify-seed"
 		began := time.Now()
 		for name, role := range map[string]string{"kn1": "master", "kn2": "replica"} {
 			annotateNode(t, env, name, map[string]string{seedLabel: "true"}, map[string]string{seedLabel + "/" + role: "tank/seed"})
@@ -249,6 +263,7 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantPaced := sha256In(t, src, pacedFile)
+		kept[fs], clones[fs] = wantPaced, "tank/verify-paced"
 		limit := resource.MustParse("4Mi")
 		env.Create(t, &z8rv1.DatasetReplication{
 			ObjectMeta: metav1.ObjectMeta{Name: "paced"},
@@ -258,30 +273,14 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 				Targets: []z8rv1.ReplicationTarget{{Node: "kn2"}},
 			},
 		})
-		var last string
-		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, syncWithin, true, func(ctx context.Context) (bool, error) {
-			var dr z8rv1.DatasetReplication
-			if err := env.Client.Get(ctx, client.ObjectKey{Name: "paced"}, &dr); err != nil {
-				return false, nil
-			}
-			last = fmt.Sprintf("%+v", dr.Status.Targets)
-			for _, tg := range dr.Status.Targets {
-				if tg.Node == "kn2" && tg.Transfer != nil && tg.Transfer.BytesDone > 0 {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			t.Fatalf("the paced sync never showed progress: %s", last)
-		}
+		last := waitTransferring(t, env, "paced", "kn2")
 		deleted := time.Now()
 		if err := env.Client.Delete(ctx, &ctrl); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("controller pod %s deleted mid-sync: %s", ctrl.Name, last)
 		var next corev1.Pod
-		err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, deployReadyAfter, true, func(ctx context.Context) (bool, error) {
+		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, deployReadyAfter, true, func(ctx context.Context) (bool, error) {
 			for _, p := range readyPods(ctx, env, agentNamespace, "app.kubernetes.io/component=controller") {
 				if p.Name != ctrl.Name {
 					next = p
@@ -311,35 +310,16 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		if got := sha256OfClone(t, nodes["kn2"], fs+"@"+ts.LastSnapshot, "tank/verify-paced"); got != wantPaced {
 			t.Errorf("%s's file on kn2 has SHA-256 %s, want %s (kn1's)", fs, got, wantPaced)
 		}
-		// Nothing partial or moved aside on the target; no step hold on
-		// the source, only the base hold on the target's snapshot.
-		out, err := nodes["kn2"].Exec(ctx, "zfs", "list", "-H", "-o", "name", "-r", fs)
-		if err != nil || strings.TrimSpace(out) != fs {
-			t.Errorf("kn2's %s after the new controller:\n%s (%v), want the replica alone", fs, out, err)
-		}
-		out, err = src.Exec(ctx, "zfs", "list", "-H", "-o", "name,userrefs", "-r", "-t", "snapshot", fs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := false
-		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			f := strings.Fields(line)
-			if len(f) != 2 {
-				continue
-			}
-			seen = seen || f[0] == fs+"@"+ts.LastSnapshot
-			want := "0"
-			if f[0] == fs+"@"+ts.LastSnapshot {
-				want = "1"
-			}
-			if f[1] != want {
-				t.Errorf("%s has %s holds, want %s (no step hold left)", f[0], f[1], want)
-			}
-		}
-		if !seen {
-			t.Errorf("kn1 lists no snapshot %s@%s:\n%s", fs, ts.LastSnapshot, out)
-		}
+		checkReplicaClean(t, src, nodes["kn2"], fs, ts.LastSnapshot)
 	})
+
+	cluster := &podsCluster{
+		env: env, nodes: nodes, overlay: filepath.Join(root, kubenode.OverlayDir), objs: objs,
+		kept: kept, clones: clones,
+	}
+	// A rolling update of the agent DaemonSet, as an operator's `kubectl
+	// rollout restart`, while a paced first sync runs.
+	t.Run("AgentRollingUpdateMidSync", func(t *testing.T) { testAgentRollingUpdateMidSync(t, cluster) })
 
 	// Measured for docs/pods.md: each node's kubelet and containerd over
 	// 10 s with the agent and controller pods running and no transfer.
@@ -366,6 +346,70 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		t.Logf("node %s with pods running, over %s: kubelet %.1f%% of a core, %d MiB; containerd %.1f%% of a core, %d MiB",
 			name, window, pct(k-before[name][0]), kr/1024, pct(c-before[name][1]), cr/1024)
 	}
+
+	// Last, as a user leaves: docs/install.md's Uninstall, `kubectl delete
+	// -k` of the overlay included, leaves no hold, nothing stuck and no
+	// orphan, and the user's data where it was.
+	t.Run("UninstallAsDocumented", func(t *testing.T) { testUninstall(t, cluster) })
+}
+
+// checkReplicaClean checks what one DatasetReplication of fs from src to
+// dst left once Synced at snapshot last: nothing partial or moved aside on
+// the target (the replica alone), and on the source no step hold, only the
+// base hold on fs@last.
+func checkReplicaClean(t *testing.T, src, dst *kubenode.Node, fs, last string) {
+	t.Helper()
+	ctx := context.Background()
+	out, err := dst.Exec(ctx, "zfs", "list", "-H", "-o", "name", "-r", fs)
+	if err != nil || strings.TrimSpace(out) != fs {
+		t.Errorf("%s's %s:\n%s (%v), want the replica alone", dst.Name, fs, out, err)
+	}
+	out, err = src.Exec(ctx, "zfs", "list", "-H", "-o", "name,userrefs", "-r", "-t", "snapshot", fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		seen = seen || f[0] == fs+"@"+last
+		want := "0"
+		if f[0] == fs+"@"+last {
+			want = "1"
+		}
+		if f[1] != want {
+			t.Errorf("%s has %s holds, want %s (no step hold left)", f[0], f[1], want)
+		}
+	}
+	if !seen {
+		t.Errorf("%s lists no snapshot %s@%s:\n%s", src.Name, fs, last, out)
+	}
+}
+
+// waitTransferring waits until the DatasetReplication name shows bytes of
+// a transfer to target flowing, and returns its targets' status.
+func waitTransferring(t *testing.T, env *kubeenv.Env, name, target string) string {
+	t.Helper()
+	var last string
+	err := wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, syncWithin, true, func(ctx context.Context) (bool, error) {
+		var dr z8rv1.DatasetReplication
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &dr); err != nil {
+			return false, nil
+		}
+		last = fmt.Sprintf("%+v", dr.Status.Targets)
+		for _, tg := range dr.Status.Targets {
+			if tg.Node == target && tg.Transfer != nil && tg.Transfer.BytesDone > 0 {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("%s's sync to %s never showed progress: %s", name, target, last)
+	}
+	return last
 }
 
 // podOn returns the pod of pods on node, or an empty pod.
