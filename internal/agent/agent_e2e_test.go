@@ -12,6 +12,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -273,7 +275,7 @@ func newSigner(t *testing.T) ssh.Signer {
 }
 
 // zfsProcesses lists the zfs commands (not the daemon) running anywhere.
-func zfsProcesses(t *testing.T) []string {
+func zfsProcesses(t *testing.T, under ...int) []string {
 	t.Helper()
 	var out []string
 	entries, _ := os.ReadDir("/proc")
@@ -283,11 +285,42 @@ func zfsProcesses(t *testing.T) []string {
 			continue
 		}
 		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		if filepath.Base(argv[0]) == "zfs" {
+		if filepath.Base(argv[0]) != "zfs" {
+			continue
+		}
+		// Only the descendants of this test's agents: other packages'
+		// tests run their own zfs commands at the same time.
+		if pid, err := strconv.Atoi(e.Name()); err == nil && descendsFrom(pid, under) {
 			out = append(out, e.Name()+": "+strings.Join(argv, " "))
 		}
 	}
 	return out
+}
+
+// descendsFrom reports whether pid is a descendant of one of ancestors.
+func descendsFrom(pid int, ancestors []int) bool {
+	for range 32 {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after
+		// its closing parenthesis.
+		i := strings.LastIndexByte(string(stat), ')')
+		f := strings.Fields(string(stat)[i+1:])
+		if i < 0 || len(f) < 2 {
+			return false
+		}
+		ppid, err := strconv.Atoi(f[1])
+		if err != nil || ppid <= 1 {
+			return false
+		}
+		if slices.Contains(ancestors, ppid) {
+			return true
+		}
+		pid = ppid
+	}
+	return false
 }
 
 // TestAgent_CancelledTransferLeavesNodesClean cancels a transfer mid-stream:
@@ -325,11 +358,12 @@ func TestAgent_CancelledTransferLeavesNodesClean(t *testing.T) {
 		t.Fatal("cancelled before any byte moved: the test did not cut a stream mid-way")
 	}
 	// Give both agents a moment to reap their processes, bounded.
+	agents := []int{b.agents["a"].PID(), b.agents["b"].PID()}
 	deadline := time.Now().Add(10 * time.Second)
-	for len(zfsProcesses(t)) > 0 && time.Now().Before(deadline) {
+	for len(zfsProcesses(t, agents...)) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if p := zfsProcesses(t); len(p) > 0 {
+	if p := zfsProcesses(t, agents...); len(p) > 0 {
 		t.Errorf("zfs processes left: %v", p)
 	}
 	// The receiving daemon discards the partial dataset of an aborted full
