@@ -57,10 +57,15 @@ func (e *TransferQueuedError) Error() string {
 	return queuedPrefix + e.Reason
 }
 
-// isQueued reports a target whose sync waits for a transfer slot.
-func isQueued(ts z8rv1.TargetStatus) bool {
-	return ts.State == z8rv1.TargetPending && strings.HasPrefix(ts.LastError, queuedPrefix)
+// queued reports a target, by its state and last error (a
+// DatasetReplication's or a VolumeSnapshot's), whose sync waits for a
+// transfer slot.
+func queued(state, lastError string) bool {
+	return state == z8rv1.TargetPending && strings.HasPrefix(lastError, queuedPrefix)
 }
+
+// isQueued is queued for a DatasetReplication target.
+func isQueued(ts z8rv1.TargetStatus) bool { return queued(ts.State, ts.LastError) }
 
 // transferSlots admits transfers within TransferLimits, first come first
 // served per node: a transfer that waits keeps its place against later

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -255,7 +254,7 @@ func (r *VolumeSnapshotReplicationReconciler) replicate(ctx context.Context, c *
 			if err := r.ensureReplica(ctx, c, loc, t); err != nil {
 				return reconcile.Result{}, err
 			}
-		case ts.State == z8rv1.TargetPending && strings.HasPrefix(ts.Error, queuedPrefix):
+		case queued(ts.State, ts.Error):
 			requeue = minPositive(requeue, retryQueued)
 		case !ts.Done():
 			requeue = minPositive(requeue, backoff(ts.Attempts))
@@ -346,7 +345,7 @@ func (r *VolumeSnapshotReplicationReconciler) replicateOne(ctx context.Context, 
 	}
 	slotKey := c.Name + "/" + t.String()
 	wake := r.wake.waker(&snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: c.Name}})
-	if r.slots.stillQueued(ts.State == z8rv1.TargetPending && strings.HasPrefix(ts.Error, queuedPrefix), slotKey, wake, loc.Node, t.Node) {
+	if r.slots.stillQueued(queued(ts.State, ts.Error), slotKey, wake, loc.Node, t.Node) {
 		return ts // its turn has not come: nothing listed, held or sent
 	}
 	unlock := r.locks.lock(t.Node + "\x00" + t.Dataset)

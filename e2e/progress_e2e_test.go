@@ -126,6 +126,15 @@ func pacedSync(t *testing.T, name, fs string) (*cluster.Cluster, [32]byte) {
 	return c, sum
 }
 
+// waitTransferring waits until name's first sync to n2 has moved bytes.
+func waitTransferring(t *testing.T, c *cluster.Cluster, name string) {
+	t.Helper()
+	waitFor(t, c, name, "the first sync under way", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
+		p := target(dr, "n2").Transfer
+		return p != nil && p.BytesDone > 0
+	})
+}
+
 // pacedSize is how much pacedSync replicates.
 const pacedSize = 512 << 20
 
@@ -154,10 +163,7 @@ func TestReplication_CancelLeavesNothingBehind(t *testing.T) {
 	c, sum := pacedSync(t, name, fs)
 	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
 	ctx := ctxT(t)
-	waitFor(t, c, name, "the first sync under way", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
-		p := target(dr, "n2").Transfer
-		return p != nil && p.BytesDone > 0
-	})
+	waitTransferring(t, c, name)
 	setSuspend := func(v bool) {
 		t.Helper()
 		var dr z8rv1.DatasetReplication
@@ -220,10 +226,7 @@ func TestReplication_ControllerRestartMidTransfer(t *testing.T) {
 	c, sum := pacedSync(t, name, fs)
 	n1, n2 := c.Nodes["n1"], c.Nodes["n2"]
 	ctx := ctxT(t)
-	waitFor(t, c, name, "the first sync under way", 2*time.Minute, func(dr *z8rv1.DatasetReplication) bool {
-		p := target(dr, "n2").Transfer
-		return p != nil && p.BytesDone > 0
-	})
+	waitTransferring(t, c, name)
 	c.StopController()
 	stopped, err := c.Replication(ctx, name)
 	if err != nil {

@@ -198,6 +198,27 @@ func TestClient_DefaultDataConnIsTLS(t *testing.T) {
 	}
 }
 
+// waitShort waits up to 2 s for a ticket's data connection.
+func waitShort(wait func(context.Context) (net.Conn, bool, error)) (net.Conn, bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return wait(ctx)
+}
+
+// refusedPlain presents preamble and token on a plaintext connection and
+// fails unless the agent closes it and the ticket's wait gets no
+// connection; what names the attempt in the failure.
+func refusedPlain(t *testing.T, addr, preamble, token string, wait func(context.Context) (net.Conn, bool, error), what string) {
+	t.Helper()
+	if c := presentPlain(t, addr, preamble, token); !closedByPeer(c, time.Second) {
+		t.Errorf("%s was kept open", what)
+	}
+	if dc, _, err := waitShort(wait); err == nil {
+		dc.Close()
+		t.Fatalf("%s reached the command", what)
+	}
+}
+
 // presentPlain opens a raw connection to addr and writes preamble and
 // token (closedByPeer then tells whether the agent refused it).
 func presentPlain(t *testing.T, addr, preamble, token string) net.Conn {
@@ -220,11 +241,6 @@ func TestDataConn_PlaintextToken(t *testing.T) {
 	start := func(t *testing.T, plaintext bool) (*Server, string) {
 		l := listen(t)
 		return startDataServer(t, newSigner(t), newSigner(t), &streamNode{}, plaintext, l), l.Addr().String()
-	}
-	waitShort := func(wait func(context.Context) (net.Conn, bool, error)) (net.Conn, bool, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		return wait(ctx)
 	}
 	wrongToken := func(token string) string {
 		b := []byte(token)
@@ -262,24 +278,12 @@ func TestDataConn_PlaintextToken(t *testing.T) {
 	t.Run("wrong token", func(t *testing.T) {
 		srv, addr := start(t, true)
 		tk, wait, _ := srv.data.ticket()
-		if c := presentPlain(t, addr, plainPreamble, wrongToken(tk.Token)); !closedByPeer(c, time.Second) {
-			t.Error("a wrong token was kept open")
-		}
-		if dc, _, err := waitShort(wait); err == nil {
-			dc.Close()
-			t.Fatal("a connection with a wrong token reached the command")
-		}
+		refusedPlain(t, addr, plainPreamble, wrongToken(tk.Token), wait, "a connection with a wrong token")
 	})
 	t.Run("wrong preamble", func(t *testing.T) {
 		srv, addr := start(t, true)
 		tk, wait, _ := srv.data.ticket()
-		if c := presentPlain(t, addr, "Z8RDATA9", tk.Token); !closedByPeer(c, time.Second) {
-			t.Error("a wrong preamble was kept open")
-		}
-		if dc, _, err := waitShort(wait); err == nil {
-			dc.Close()
-			t.Fatal("a connection with a wrong preamble reached the command")
-		}
+		refusedPlain(t, addr, "Z8RDATA9", tk.Token, wait, "a connection with a wrong preamble")
 	})
 	t.Run("agent without plaintext", func(t *testing.T) {
 		srv, addr := start(t, false)
@@ -287,13 +291,7 @@ func TestDataConn_PlaintextToken(t *testing.T) {
 		if tk.Plaintext {
 			t.Fatal("an agent without DataPlaintext offered plaintext")
 		}
-		if c := presentPlain(t, addr, plainPreamble, tk.Token); !closedByPeer(c, time.Second) {
-			t.Error("an agent without DataPlaintext kept a plaintext connection open")
-		}
-		if dc, _, err := waitShort(wait); err == nil {
-			dc.Close()
-			t.Fatal("a plaintext connection reached the command of an agent that does not allow them")
-		}
+		refusedPlain(t, addr, plainPreamble, tk.Token, wait, "a plaintext connection to an agent that does not allow them")
 	})
 	t.Run("ticket without the offer", func(t *testing.T) {
 		// A ticket issued while plaintext was off stays TLS-only.

@@ -60,33 +60,42 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 }
 
-// InForce reads the node's Z8RNode and returns the pools in force (its
-// spec.pools, else Pools) and where they come from ("spec" or "agent"). A
-// Z8RNode that does not exist yet names none.
-func (p *Publisher) InForce(ctx context.Context) (pools []string, from string, err error) {
-	var zn z8rv1.Z8RNode
-	err = p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, "", fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
-	}
-	if len(zn.Spec.Pools) > 0 {
-		return zn.Spec.Pools, poolsFromSpec, nil
-	}
-	return p.Pools, poolsFromAgent, nil
-}
-
 // Where the pools in force come from (Z8RNodeStatus.PoolsFrom).
 const (
 	poolsFromSpec  = "spec"
 	poolsFromAgent = "agent"
 )
 
-// Apply reads the pools in force and hands them to OnPools if they
-// changed; it returns what is in force afterwards.
+// get reads the node's Z8RNode; one that does not exist yet is returned
+// empty, with no ResourceVersion.
+func (p *Publisher) get(ctx context.Context) (z8rv1.Z8RNode, error) {
+	var zn z8rv1.Z8RNode
+	err := p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn)
+	if apierrors.IsNotFound(err) {
+		return z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: p.Node}}, nil
+	}
+	if err != nil {
+		return zn, fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
+	}
+	return zn, nil
+}
+
+// Apply reads the node's Z8RNode and applies the pools in force (see
+// apply); it returns what is in force afterwards.
 func (p *Publisher) Apply(ctx context.Context) (pools []string, from string, err error) {
-	want, from, err := p.InForce(ctx)
+	zn, err := p.get(ctx)
 	if err != nil {
 		return nil, "", err
+	}
+	return p.apply(&zn)
+}
+
+// apply hands the pools in force by zn (its spec.pools, else Pools) to
+// OnPools if they changed; it returns what is in force afterwards.
+func (p *Publisher) apply(zn *z8rv1.Z8RNode) (pools []string, from string, err error) {
+	want, from := p.Pools, poolsFromAgent
+	if len(zn.Spec.Pools) > 0 {
+		want, from = zn.Spec.Pools, poolsFromSpec
 	}
 	if p.inForce == nil || !slices.Equal(want, p.inForce) {
 		if p.OnPools != nil {
@@ -100,16 +109,21 @@ func (p *Publisher) Apply(ctx context.Context) (pools []string, from string, err
 	return p.inForce, p.from, nil
 }
 
-// PublishOnce applies the pools in force (Apply), creates the Z8RNode if
-// needed and writes its status.
+// PublishOnce applies the pools in force, creates the Z8RNode if needed
+// and writes its status, with one read of the object (more only on a
+// write conflict).
 func (p *Publisher) PublishOnce(ctx context.Context) error {
+	zn, err := p.get(ctx)
+	if err != nil {
+		return err
+	}
 	status := z8rv1.Z8RNodeStatus{
 		Address:            p.Address,
 		HostKey:            agent.MarshalPublicKey(p.HostKey),
 		HostKeyFingerprint: ssh.FingerprintSHA256(p.HostKey),
 		Ready:              true,
 	}
-	pools, from, err := p.Apply(ctx)
+	pools, from, err := p.apply(&zn)
 	if err != nil {
 		if p.inForce == nil {
 			return err // nothing applied yet: nothing true to publish
@@ -141,19 +155,20 @@ func (p *Publisher) PublishOnce(ctx context.Context) error {
 			}
 		}
 	}
+	first := true
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var zn z8rv1.Z8RNode
-		err := p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn)
-		if apierrors.IsNotFound(err) {
-			zn = z8rv1.Z8RNode{ObjectMeta: metav1.ObjectMeta{Name: p.Node}}
-			if err := p.Client.Create(ctx, &zn); err != nil && !apierrors.IsAlreadyExists(err) {
+		if !first {
+			if zn, err = p.get(ctx); err != nil {
+				return err
+			}
+		}
+		first = false
+		if zn.ResourceVersion == "" {
+			if err := p.Client.Create(ctx, &zn); apierrors.IsAlreadyExists(err) {
+				return apierrors.NewConflict(z8rv1.GroupVersion.WithResource("z8rnodes").GroupResource(), p.Node, err)
+			} else if err != nil {
 				return fmt.Errorf("nodepublish: create Z8RNode %s: %w", p.Node, err)
 			}
-			if err := p.Client.Get(ctx, client.ObjectKey{Name: p.Node}, &zn); err != nil {
-				return fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("nodepublish: get Z8RNode %s: %w", p.Node, err)
 		}
 		// Keep the controller's conditions; replace what the agent owns.
 		status.Conditions = zn.Status.Conditions
