@@ -56,6 +56,11 @@ type DatasetReplicationReconciler struct {
 	// to status (default DefaultProgressInterval).
 	ProgressInterval time.Duration
 
+	// DetachAfter is how long a reconcile waits for a sync that is
+	// transferring before it leaves it running in the background and
+	// frees its worker (default DefaultDetachAfter; negative: at once).
+	DetachAfter time.Duration
+
 	// RemovedTargetGrace is how long a target removed from the spec keeps
 	// its base held on the source (default DefaultRemovedTargetGrace).
 	RemovedTargetGrace time.Duration
@@ -70,8 +75,11 @@ type DatasetReplicationReconciler struct {
 	// slots admits transfers within Config.TransferLimits (shared with the
 	// VolumeSnapshot replication reconciler); nil admits every transfer.
 	slots *transferSlots
-	// wake reconciles a queued replication once a slot frees.
+	// wake reconciles a queued replication once a slot frees, and one
+	// whose background transfer ended.
 	wake wakeChannel
+	// transfers runs the syncs that outlast DetachAfter.
+	transfers transferRunnerOnce
 
 	written            ownWrites
 	skipNameValidation bool
@@ -91,11 +99,17 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	if err := r.written.getFresh(ctx, r.Client, r.APIReader, req.NamespacedName, &dr); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.written.forget(req.NamespacedName)
+			r.transfers.get().forget(req.Name)
 		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !dr.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &dr)
+	}
+	// The outcomes of syncs that ended in the background are written
+	// before anything else.
+	if err := r.writeFinished(ctx, &dr); err != nil {
+		return reconcile.Result{}, err
 	}
 	// Metrics from the stored status: after a restart, before any sync.
 	r.Metrics.ObserveRead(&dr, r.Clock)
@@ -143,6 +157,11 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		status.Source = &src
 	}
 	if *status.Source != dr.Spec.Source || promotionRunning(status.Promotion) {
+		if r.transfers.get().busy(dr.Name) {
+			// The sync's watch cancels it (the source changed); its end
+			// wakes this replication.
+			return reconcile.Result{RequeueAfter: time.Second}, nil
+		}
 		return r.promote(ctx, &dr, status, now)
 	}
 
@@ -230,8 +249,18 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	if p := status.Promotion; p != nil && (p.Rejoin == z8rv1.RejoinPending || p.Rejoin == z8rv1.RejoinReceiving) {
 		rejoining = &p.From
 	}
+	inBackground := map[string]bool{}
 	for _, t := range dr.Spec.Targets {
 		key := t.Node + "/" + targetDataset(dr, t)
+		if job := r.transfers.get().running(dr.Name + "/" + t.Node + ":" + targetDataset(dr, t)); job != nil {
+			// Its sync runs in the background: nothing else runs for it.
+			ts := prev[key]
+			ts.Node, ts.Dataset, ts.RemovedAt = t.Node, targetDataset(dr, t), nil
+			status.Targets = append(status.Targets, runningStatus(ts, job))
+			inBackground[key] = true
+			requeue = min(requeue, retryRunning)
+			continue
+		}
 		if rejoining != nil && t.Node == rejoining.Node && targetDataset(dr, t) == rejoining.Dataset {
 			if !r.rejoin(ctx, &dr, src, status, prev[key].State, now) {
 				ts := prev[key]
@@ -303,8 +332,13 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		}
 	}
 
-	// 3. Source retention: only z8r's snapshots, never a held base.
-	pruned, err := replicate.Prune(ctx, src.ZFS(), dataset, dr.Name, srcRet, now, func(s string) bool { return protected[s] })
+	// 3. Source retention: only z8r's snapshots, never a held base; not
+	// while a sync runs in the background (what it sends is held).
+	var pruned []string
+	err = nil
+	if !r.transfers.get().busy(dr.Name) {
+		pruned, err = replicate.Prune(ctx, src.ZFS(), dataset, dr.Name, srcRet, now, func(s string) bool { return protected[s] })
+	}
 	if err != nil {
 		r.Recorder.Eventf(&dr, nil, corev1.EventTypeWarning, z8rv1.EventPruneFailed, "Prune", "pruning %s: %v", dataset, err)
 	} else if len(pruned) > 0 {
@@ -315,10 +349,12 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		status.LastManualSync = manual
 		log.Info("manual sync done", "trigger", manual, "snapshot", status.ManualSnapshot)
 	}
-	// No sync runs past this point: a transfer recorded by one that ended
-	// (or by a controller that crashed mid-sync) is over.
-	for i := range status.Targets {
-		status.Targets[i].Transfer = nil
+	// A transfer recorded by a sync that ended (or by a controller that
+	// crashed mid-sync) is over; one running in the background is not.
+	for i, ts := range status.Targets {
+		if !inBackground[ts.Node+"/"+ts.Dataset] {
+			status.Targets[i].Transfer = nil
+		}
 	}
 	summarize(status, dr.Generation)
 	if err := r.writeStatus(ctx, &dr, status); err != nil {
@@ -433,6 +469,14 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	ts.Node, ts.Dataset = t.Node, targetDataset(*dr, t)
 	ts.RemovedAt = nil // back in the spec within the grace period
 	ts.Transfer = nil  // written anew while this sync runs
+	if ts.State == z8rv1.TargetSyncing {
+		// No sync of this controller runs for it: one that stopped with
+		// a controller (a crash, a restart) left this behind.
+		ts.State = z8rv1.TargetPending
+		if ts.LastSnapshot != "" {
+			ts.State = z8rv1.TargetBehind
+		}
+	}
 	label := ts.Node + ":" + ts.Dataset
 	related := nodeRef(t.Node)
 	slotKey := dr.Name + "/" + label
@@ -461,18 +505,77 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		ts.LastError = "not synced: " + reason // changed while this reconcile ran
 		return ts
 	}
+	// The sync runs as a job (transferRunner): this reconcile waits for it
+	// until it ends or has been transferring for DetachAfter.
+	own := dr.DeepCopy() // the job outlives this reconcile's objects
+	detach := r.DetachAfter
+	if detach == 0 {
+		detach = DefaultDetachAfter
+	}
+	job := r.transfers.get().start(ctx, slotKey, dr.Name, detach, wake,
+		func(jctx context.Context, cancel context.CancelCauseFunc) *syncWatch {
+			return r.watchSync(jctx, own, ts.Node, ts.Dataset, cancel)
+		},
+		func(jctx, syncCtx context.Context, watch *syncWatch, admitted func()) z8rv1.TargetStatus {
+			return r.runSync(jctx, syncCtx, own, src, tgt, t, ts, now, watch, admitted)
+		})
+	if job == nil {
+		return ts // the controller is stopping
+	}
+	if out, ended := r.transfers.get().wait(slotKey, job); ended {
+		return out
+	}
+	log.V(1).Info("sync goes on in the background")
+	return runningStatus(ts, job)
+}
+
+// runningStatus is a target's status while its sync runs in the
+// background: Syncing, with the progress reported so far.
+func runningStatus(ts z8rv1.TargetStatus, job *transferJob) z8rv1.TargetStatus {
+	ts.State = z8rv1.TargetSyncing
+	if p, ok := job.watch.current(time.Now()); ok {
+		ts.Transfer = &p
+	}
+	return ts
+}
+
+// runSync is one target's sync, from its plan to the target's pruning;
+// it returns the target's status. It runs as a transferRunner job
+// (syncFunc); admitted is called once its transfer may start.
+func (r *DatasetReplicationReconciler) runSync(ctx, syncCtx context.Context, dr *z8rv1.DatasetReplication, src, tgt *Node, t z8rv1.ReplicationTarget, ts z8rv1.TargetStatus,
+	now time.Time, watch *syncWatch, admitted func()) z8rv1.TargetStatus {
+	log := logf.FromContext(ctx).WithValues("target", t.Node, "dataset", ts.Dataset)
+	label := ts.Node + ":" + ts.Dataset
+	related := nodeRef(t.Node)
+	slotKey := dr.Name + "/" + label
+	wake := r.wake.waker(&z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: dr.Name}})
+	fail := func(state, reason string, err error) z8rv1.TargetStatus {
+		ts.State, ts.LastError = state, err.Error()
+		ts.ConsecutiveFailures++
+		if r.Metrics != nil {
+			r.Metrics.SyncFailures.WithLabelValues(dr.Name, label, reason).Inc()
+		}
+		return ts
+	}
 	start := time.Now()
-	syncCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	watch := r.watchSync(syncCtx, dr, ts.Node, ts.Dataset, cancel)
 	progress, transferEnded := r.Metrics.Transfer(dr.Name, label, watch.Progress)
 	target := replicate.Target{
 		ID: policy.ID(t.Node, ts.Dataset), PolicyID: dr.Name, Origin: dr.Spec.Source.Node + ":" + dr.Spec.Source.Dataset,
 		Endpoint: tgt, Addr: tgt.Address, HostKey: tgt.HostKey, Dataset: ts.Dataset, RollbackDiverged: t.RollbackDiverged,
 	}
+	admit := r.slots.admit(slotKey, wake, dr.Spec.Source.Node, t.Node)
 	res, err := replicate.SyncTarget(syncCtx, src, dr.Spec.Source.Dataset, target, replicate.Options{IncludeForeign: dr.Spec.IncludeForeign, AllowDecryptedSend: dr.Spec.AllowDecryptedSend, Progress: progress, Planned: watch.Planned, RateLimit: bandwidthLimit(dr),
-		Admit: r.slots.admit(slotKey, wake, dr.Spec.Source.Node, t.Node)})
-	watch.Ended()
+		Admit: func(ctx context.Context) (func(), error) {
+			release := func() {}
+			if admit != nil {
+				var err error
+				if release, err = admit(ctx); err != nil {
+					return nil, err
+				}
+			}
+			admitted()
+			return release, nil
+		}})
 	transferEnded()
 	ts.SnapshotsBehind = res.Behind
 	var cancelled *TransferCancelledError
@@ -537,9 +640,13 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		if res.Full() {
 			ts.LastSyncKind = "full"
 		}
-		log.Info("replicated", "steps", len(res.Steps), "bytes", res.Bytes(), "kind", ts.LastSyncKind, "duration", d.String())
+		resumed := ""
+		if slices.ContainsFunc(res.Steps, func(s replicate.StepResult) bool { return s.Resumed }) {
+			resumed = " (an interrupted receive resumed)"
+		}
+		log.Info("replicated", "steps", len(res.Steps), "bytes", res.Bytes(), "kind", ts.LastSyncKind, "duration", d.String(), "resumed", resumed != "")
 		r.Recorder.Eventf(dr, related, corev1.EventTypeNormal, z8rv1.EventReplicated, "Sync",
-			"%s sync of %s to %s: %d step(s), %d bytes, up to @%s", ts.LastSyncKind, dr.Spec.Source.Dataset, label, len(res.Steps), res.Bytes(), res.Newest)
+			"%s sync of %s to %s: %d step(s), %d bytes, up to @%s%s", ts.LastSyncKind, dr.Spec.Source.Dataset, label, len(res.Steps), res.Bytes(), res.Newest, resumed)
 		if r.Metrics != nil {
 			r.Metrics.SyncDuration.WithLabelValues(dr.Name, label).Observe(d.Seconds())
 			r.Metrics.SyncBytes.WithLabelValues(dr.Name, label).Add(float64(res.Bytes()))
@@ -733,6 +840,12 @@ func (r *DatasetReplicationReconciler) finalize(ctx context.Context, dr *z8rv1.D
 	if !controllerutil.ContainsFinalizer(dr, finalizerReleaseHolds) {
 		return reconcile.Result{}, nil
 	}
+	if r.transfers.get().busy(dr.Name) {
+		// Its watch cancels the sync (the replication is being deleted)
+		// and settles it; the holds are released after.
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	r.transfers.get().forget(dr.Name)
 	all, err := claimLister{Client: r.Client, Snapshots: r.SnapshotsServed}.conflicts(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -874,9 +987,17 @@ func (r *DatasetReplicationReconciler) SetupWithManager(mgr manager.Manager) err
 		Named("datasetreplication").
 		For(&z8rv1.DatasetReplication{}, builder.WithPredicates(generationOrDeletion())).
 		Watches(&z8rv1.Z8RNode{}, byNode, builder.WithPredicates(readyOrKeyChanged()))
-	if r.slots != nil {
-		r.wake = newWakeChannel()
-		b = b.WatchesRawSource(r.wake.source())
+	r.wake = newWakeChannel()
+	b = b.WatchesRawSource(r.wake.source())
+	// At shutdown the background syncs stop before the manager returns:
+	// a controller started after must not find this one's still running.
+	transfers := r.transfers.get()
+	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		<-ctx.Done()
+		transfers.stop()
+		return nil
+	})); err != nil {
+		return err
 	}
 	return b.WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrent, SkipNameValidation: &r.skipNameValidation}).
 		Complete(r)

@@ -27,7 +27,9 @@
 //     snapshots, holds and bookmarks: it snapshots on schedule, brings
 //     every target up to date (a running transfer shows Syncing with
 //     status.targets[].transfer, and is cancelled when the replication is
-//     suspended, deleted or drops the target: syncprogress.go), protects
+//     suspended, deleted or drops the target: syncprogress.go; one that
+//     transfers for longer than DetachAfter goes on in the background and
+//     frees its worker: transferrunner.go), protects
 //     bases, prunes, and records
 //     per-target status and metrics (metrics.go: the per-target gauges
 //     are set from the status it writes and, after a restart, from the

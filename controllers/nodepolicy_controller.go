@@ -103,6 +103,9 @@ func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Reques
 			if involvesRejected(cur, rejected) {
 				continue // frozen until its nodes' annotations are fixed
 			}
+			// spec.trigger is an action, not configuration: a user's
+			// manual trigger is kept, other hand edits are reverted.
+			spec.Trigger = cur.Spec.Trigger
 			if reflect.DeepEqual(cur.Spec, spec) {
 				continue
 			}
@@ -123,6 +126,7 @@ func (r *NodePolicyReconciler) Reconcile(ctx context.Context, _ reconcile.Reques
 			if involvesRejected(cur, rejected) {
 				continue
 			}
+			spec.Trigger = cur.Spec.Trigger
 			cur.Spec = spec
 			if err := r.Client.Update(ctx, cur); err != nil {
 				return reconcile.Result{}, err

@@ -162,6 +162,42 @@ func tableNodePolicy(t *testing.T, te *tableEnv) {
 			seenReasons(rec)
 		})
 	}
+	t.Run("a manual trigger on a generated replication is kept, a hand-edited schedule reverted", func(t *testing.T) {
+		ctx := context.Background()
+		c := te.client
+		t.Cleanup(func() { cleanupNodes(t, c); cleanupReplications(t, c) })
+		r := &NodePolicyReconciler{Client: c, Recorder: NewLimitedRecorder(&recorder{})}
+		for name, ann := range map[string]map[string]string{"n1": {policy.AnnMaster: "tank/a"}, "n2": {policy.AnnReplica: "tank/a"}} {
+			if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: on, Annotations: ann}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := r.Reconcile(ctx, policyKey); err != nil {
+			t.Fatal(err)
+		}
+		var dr z8rv1.DatasetReplication
+		if err := c.Get(ctx, client.ObjectKey{Name: id}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		want := dr.Spec.Schedule
+		dr.Spec.Trigger = &z8rv1.ReplicationTrigger{Manual: "now-1"}
+		dr.Spec.Schedule = "5m"
+		if err := c.Update(ctx, &dr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Reconcile(ctx, policyKey); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Get(ctx, client.ObjectKey{Name: id}, &dr); err != nil {
+			t.Fatal(err)
+		}
+		if dr.Spec.Trigger == nil || dr.Spec.Trigger.Manual != "now-1" {
+			t.Errorf("trigger %+v after the policy's reconcile, want the user's manual trigger kept", dr.Spec.Trigger)
+		}
+		if dr.Spec.Schedule != want {
+			t.Errorf("schedule %q, want the annotations' %q back", dr.Spec.Schedule, want)
+		}
+	})
 }
 
 // cleanupNodes removes every Node, so the next case starts without any.

@@ -37,6 +37,9 @@ type Config struct {
 	// TransferLimits cap concurrent transfers, DatasetReplications' and
 	// VolumeSnapshots' together; nil is DefaultTransferLimits.
 	TransferLimits *TransferLimits
+	// ReplicationWorkers: DatasetReplication reconciles at once (default
+	// 4). A transfer that outlasts DetachAfter does not keep its worker.
+	ReplicationWorkers int
 }
 
 // Setup registers every reconciler with mgr.
@@ -67,7 +70,8 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	}
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
-		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, APIReader: mgr.GetAPIReader(), slots: slots, skipNameValidation: skip}).SetupWithManager(mgr); err != nil {
+		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, APIReader: mgr.GetAPIReader(), slots: slots, skipNameValidation: skip,
+		MaxConcurrent: cfg.ReplicationWorkers}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
 	}
 	if err := (&ReplicaRestoreReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,

@@ -52,6 +52,7 @@ func TestTable_Reconcilers(t *testing.T) {
 	t.Run("AgentPool", func(t *testing.T) { tableAgentPool(t, te) })
 	t.Run("Promotion", func(t *testing.T) { tablePromotion(t, te) })
 	t.Run("ManualTrigger", func(t *testing.T) { tableManualTrigger(t, te) })
+	t.Run("BackgroundSync", func(t *testing.T) { tableBackgroundSync(t, te) })
 	logReasons(t)
 }
 

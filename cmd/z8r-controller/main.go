@@ -42,7 +42,8 @@ func main() {
 		drivers     = flag.String("snapshot-drivers", "", "comma-separated CSI drivers, besides zfs.z8r.dev, whose VolumeSnapshots z8r takes (their volumes must resolve to ZFS datasets)")
 		progress    = flag.Duration("progress-interval", controllers.DefaultProgressInterval, "how often a running sync's bytes, rate and estimated completion are written to the replication's status (at most 10s)")
 		perNode     = flag.Int("max-transfers-per-node", controllers.DefaultTransferLimits.PerNode, "at most this many transfers send from or receive on one node at a time; more wait their turn, first come first served (0: no limit)")
-		maxTotal    = flag.Int("max-transfers", controllers.DefaultTransferLimits.Total, "at most this many transfers in the cluster at a time (0: no limit beyond the reconcile workers)")
+		maxTotal    = flag.Int("max-transfers", controllers.DefaultTransferLimits.Total, "at most this many transfers in the cluster at a time (0: no limit)")
+		workers     = flag.Int("replication-workers", 4, "DatasetReplication reconciles at once; a transfer that runs longer than a second continues in the background and frees its worker")
 		clockOffset = flag.Duration("clock-offset", 0, "testing only: run the controller's clock this far ahead of the wall clock (the chaos suite brings schedules round with it); never set it in production")
 	)
 	opts := zap.Options{}
@@ -91,12 +92,13 @@ func main() {
 		os.Exit(1)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{
-		Agents:           &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
-		Clock:            clock(*clockOffset),
-		SnapshotPrefix:   *prefix,
-		SnapshotDrivers:  strings.Split(*drivers, ","),
-		ProgressInterval: *progress,
-		TransferLimits:   &controllers.TransferLimits{PerNode: *perNode, Total: *maxTotal},
+		Agents:             &controllers.AgentPool{Client: mgr.GetClient(), Signer: signer},
+		Clock:              clock(*clockOffset),
+		SnapshotPrefix:     *prefix,
+		SnapshotDrivers:    strings.Split(*drivers, ","),
+		ProgressInterval:   *progress,
+		TransferLimits:     &controllers.TransferLimits{PerNode: *perNode, Total: *maxTotal},
+		ReplicationWorkers: *workers,
 	}); err != nil {
 		log.Error(err, "set up controllers")
 		os.Exit(1)

@@ -59,6 +59,8 @@ type Options struct {
 	SnapshotHooks controllers.SnapshotHooks
 	// TransferLimits of the controller (nil: its defaults).
 	TransferLimits *controllers.TransferLimits
+	// ReplicationWorkers of the controller (0: its default).
+	ReplicationWorkers int
 }
 
 // Cluster is a running test bed.
@@ -84,6 +86,7 @@ type Cluster struct {
 	drivers    []string
 	hooks      controllers.SnapshotHooks
 	limits     *controllers.TransferLimits
+	workers    int
 	// controller processes (process.go)
 	procRuns   int
 	procLogDir string
@@ -98,7 +101,7 @@ func Start(t tb.TB, opts Options) *Cluster {
 		names = append(names, n.Name)
 	}
 	c := &Cluster{t: t, Nodes: map[string]*zfsnodes.Node{}, Agents: map[string]*agentproc.Agent{}, clock: opts.Clock, verbose: opts.Verbose,
-		drivers: opts.SnapshotDrivers, hooks: opts.SnapshotHooks, limits: opts.TransferLimits}
+		drivers: opts.SnapshotDrivers, hooks: opts.SnapshotHooks, limits: opts.TransferLimits, workers: opts.ReplicationWorkers}
 	if c.clock == nil {
 		c.clock = schedule.RealClock{}
 	}
@@ -167,7 +170,7 @@ func (c *Cluster) StartController() {
 		c.t.Fatal(err)
 	}
 	if err := controllers.Setup(mgr, controllers.Config{Agents: c.Pool, Clock: c.clock, Metrics: c.Metrics, SkipNameValidation: true,
-		SnapshotDrivers: c.drivers, SnapshotHooks: c.hooks, TransferLimits: c.limits}); err != nil {
+		SnapshotDrivers: c.drivers, SnapshotHooks: c.hooks, TransferLimits: c.limits, ReplicationWorkers: c.workers}); err != nil {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
