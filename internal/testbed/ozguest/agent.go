@@ -34,9 +34,27 @@ type HostAgent struct {
 }
 
 // StartAgent starts an agent for g that may touch pools; it is stopped when
-// the test ends.
+// the test ends. It does not publish a Z8RNode.
 func StartAgent(t testing.TB, g *Guest, r *Relay, keys *agentproc.Keys, pools ...string) *HostAgent {
 	t.Helper()
+	return StartAgentWith(t, g, r, keys, AgentOptions{Pools: pools})
+}
+
+// AgentOptions are StartAgentWith's.
+type AgentOptions struct {
+	// Pools the agent may touch.
+	Pools []string
+	// Kubeconfig, if set, makes the agent publish its Z8RNode (named
+	// after the guest, every 5 s) through that API server, with its
+	// listen address as the address the controller dials; the Node
+	// object must exist.
+	Kubeconfig string
+}
+
+// StartAgentWith is StartAgent with options.
+func StartAgentWith(t testing.TB, g *Guest, r *Relay, keys *agentproc.Keys, opts AgentOptions) *HostAgent {
+	t.Helper()
+	pools := opts.Pools
 	bin := agentproc.Binary(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,9 +84,13 @@ func StartAgent(t testing.TB, g *Guest, r *Relay, keys *agentproc.Keys, pools ..
 			"--authorized-keys", keys.AuthorizedKeysPath(),
 			"--zfs-prefix", strings.Join(r.Prefix(), " "),
 			"--progress-interval", "200ms",
-			"--publish=false",
 			"--zap-log-level", "debug",
 		}}
+	if opts.Kubeconfig == "" {
+		a.argv = append(a.argv, "--publish=false")
+	} else {
+		a.argv = append(a.argv, "--kubeconfig", opts.Kubeconfig, "--advertise-address", addr, "--publish-interval", "5s")
+	}
 	t.Cleanup(func() {
 		a.Stop()
 		if t.Failed() {
