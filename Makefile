@@ -36,6 +36,10 @@ deps: ## Install the Debian packages the tests and the demo need (root).
 demo: deps kube-tools ## Run the main job: 3 zfs-fuse nodes, agents, controller, seed annotations, replication.
 	$(GO) run ./hack/demo
 
+.PHONY: demo-pods
+demo-pods: deps kube-tools ## make demo's story through real pods: kubelet nodes, locally built images, deploy/ applied through the test bed's overlay (root).
+	$(GO) run ./hack/demo-pods
+
 .PHONY: test-unit
 test-unit: ## Pure unit tests: no root, no ZFS, no apiserver.
 	$(GO) test ./...

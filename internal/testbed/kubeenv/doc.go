@@ -25,6 +25,11 @@
 //     controller (VolumeControllers): the object helpers (objects.go) create what a real
 //     cluster would have made, such as Nodes and bound PV/PVC pairs; CreateBound's
 //     hand-made binding is one the PV controller accepts as it is.
+//   - With Options.KubeletAccess the API server reaches kubelets as in a real cluster
+//     (a client certificate bound to system:kubelet-api-admin, kubelets' serving
+//     certificates checked against KubeletCA, InternalIP addresses), its connections
+//     to them going through an HTTP CONNECT proxy on a unix socket (its "cluster"
+//     egress selector) that dials with SetClusterDialer's dialer; Stop closes it.
 //   - Start returns when the API server serves and the CRDs are established; the
 //     snapshot-controller is started and past its CRD check and each asked-for
 //     kube-controller-manager controller has started, but their informers may still be

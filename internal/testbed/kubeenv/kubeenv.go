@@ -3,6 +3,7 @@ package kubeenv
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
@@ -92,6 +93,14 @@ type Options struct {
 	// root-ca-certificate-publisher-controller (the kube-root-ca.crt ConfigMap) and
 	// serviceaccount-controller.
 	InClusterAPI bool
+	// KubeletAccess lets the API server reach kubelets the way a real cluster's does,
+	// for `kubectl logs`, `kubectl exec` and the like: it presents a client certificate
+	// (user KubeletClientUser, bound to system:kubelet-api-admin) signed by KubeletCA,
+	// verifies each kubelet's serving certificate against KubeletCA (kubelets get theirs
+	// from KubeletServingCert), dials a node's InternalIP, and sends that traffic
+	// through an HTTP CONNECT proxy (its "cluster" egress selector) that dials with
+	// SetClusterDialer's dialer: the nodes' networks are not the API server's.
+	KubeletAccess bool
 }
 
 // Env is a running control plane. Its exported fields are set by Start and must not be
@@ -117,6 +126,8 @@ type Env struct {
 	logDir string
 
 	startedEnvtest bool
+	// kubelets is set with Options.KubeletAccess.
+	kubelets *kubeletAccess
 	// procs are the controllers Start ran itself, in start order; Stop ends them in
 	// reverse order before the API server.
 	procs []*process
@@ -232,6 +243,11 @@ func (e *Env) start(root, setpriv string, opts Options) error {
 			return fmt.Errorf("in-cluster API: %w", err)
 		}
 	}
+	if opts.KubeletAccess {
+		if e.kubelets, err = prepareKubeletAccess(api); err != nil {
+			return fmt.Errorf("kubelet access: %w", err)
+		}
+	}
 
 	e.startedEnvtest = true
 	cfg, err := e.Environment.Start()
@@ -249,6 +265,14 @@ func (e *Env) start(root, setpriv string, opts Options) error {
 	e.Kubeconfig = filepath.Join(e.dir, "admin.kubeconfig")
 	if err := os.WriteFile(e.Kubeconfig, e.Environment.KubeConfig, 0o600); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
+	}
+	if e.kubelets != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := e.bindKubeletClient(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
 	}
 
 	if opts.SnapshotController {
@@ -398,6 +422,9 @@ func (e *Env) Stop() error {
 			if err := e.Environment.Stop(); err != nil {
 				errs = append(errs, fmt.Errorf("envtest: %w", err))
 			}
+		}
+		if e.kubelets != nil {
+			e.kubelets.proxy.close()
 		}
 		e.stopErr = errors.Join(errs...)
 	})

@@ -86,15 +86,33 @@ func cniConfig(dir, subnet string) string {
 `, filepath.Join(dir, "cni", "ipam"), subnet)
 }
 
+// kubeletTLS are the files of a kubelet's API (port 10250) as a real
+// cluster sets them up: the CA whose client certificates it accepts (the
+// API server's) and its serving certificate, signed by a CA the API server
+// checks it against. Paths inside the node's folder.
+type kubeletTLS struct {
+	clientCA, cert, key string
+}
+
 // kubeletConfig is the node's KubeletConfiguration. cgroup v1 needs
 // failCgroupV1: false; the cgroupfs driver puts pods under cgroupRoot.
-// Nothing serves anonymous requests (no API server reaches the kubelet
-// here anyway). Eviction and image garbage collection thresholds are set
-// so that a busy test machine's disk never evicts test pods or removes
-// imported images, which cannot be pulled again.
-func kubeletConfig(dir, nodeIP, cgroupRoot string) string {
+// The kubelet's API takes no anonymous requests; it authenticates bearer
+// tokens with TokenReviews and, with tls, client certificates of
+// tls.clientCA, and authorizes every request with SubjectAccessReviews
+// (Webhook mode), as kubeadm sets it up. Without tls the kubelet serves a
+// self-signed certificate and accepts no client certificate. Eviction and
+// image garbage collection thresholds are set so that a busy test
+// machine's disk never evicts test pods or removes imported images, which
+// cannot be pulled again.
+func kubeletConfig(dir, nodeIP, cgroupRoot string, tls *kubeletTLS) string {
 	q := strconv.Quote
-	return `apiVersion: kubelet.config.k8s.io/v1beta1
+	x509 := ""
+	if tls != nil {
+		x509 = `  x509:
+    clientCAFile: ` + q(tls.clientCA) + `
+`
+	}
+	c := `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
@@ -108,9 +126,9 @@ authentication:
   anonymous:
     enabled: false
   webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
+    enabled: true
+` + x509 + `authorization:
+  mode: Webhook
 failSwapOn: false
 protectKernelDefaults: false
 staticPodPath: ""
@@ -131,6 +149,12 @@ kernelMemcgNotification: false
 maxPods: 32
 resolvConf: /etc/resolv.conf
 `
+	if tls != nil {
+		c += `tlsCertFile: ` + q(tls.cert) + `
+tlsPrivateKeyFile: ` + q(tls.key) + `
+`
+	}
+	return c
 }
 
 // writeKubeconfig adds an API server user in system:masters named user and

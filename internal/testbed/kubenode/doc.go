@@ -52,9 +52,14 @@
 //   - Render and Apply put deploy/ through the test bed's kustomize
 //     overlay (OverlayDir: imagePullPolicy Never, nothing else) onto the
 //     control plane, as kubectl apply -k does.
-//   - kube-apiserver cannot reach a kubelet (it runs in the host's network
-//     namespace), so `kubectl logs/exec` do not work: Node.PodLogs reads a
-//     container's log file instead.
+//   - With a control plane started with kubeenv.Options.KubeletAccess,
+//     `kubectl logs/exec` work: each kubelet serves a certificate signed by
+//     Env.KubeletCA for its name and address, trusts that CA for client
+//     certificates (the API server's) and authorizes requests with
+//     SubjectAccessReviews (Webhook mode); ForwardAPIServer routes the API
+//     server's connections to kubelets (its cluster egress proxy) into the
+//     network. Without it nothing reaches a kubelet; Node.PodLogs reads a
+//     container's log file either way.
 //
 // The tests carry the build tag `pods` (make test-pods).
 package kubenode

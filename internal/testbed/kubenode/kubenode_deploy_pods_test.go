@@ -4,9 +4,7 @@ package kubenode_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
-	"maps"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,12 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	z8rv1 "github.com/z8r-project/z8r/api/v1alpha1"
-	"github.com/z8r-project/z8r/hack/images/imagebuild"
-	"github.com/z8r-project/z8r/internal/cli"
 	"github.com/z8r-project/z8r/internal/policy"
 	"github.com/z8r-project/z8r/internal/testbed/kubeenv"
 	"github.com/z8r-project/z8r/internal/testbed/kubenode"
-	"github.com/z8r-project/z8r/internal/testbed/netns"
 )
 
 // What the deploy test waits for, and how long.
@@ -67,56 +62,20 @@ const (
 // orphan and the user's data intact (testUninstall).
 func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 	ctx := context.Background()
-	root, err := kubeenv.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := kubenode.Render(filepath.Join(root, kubenode.OverlayDir))
-	if err != nil {
-		t.Fatal(err)
-	}
+	imgs := buildImages(t)
+	names := []string{"kn1", "kn2"}
+	began := time.Now()
+	d := kubenode.StartDeployed(t, kubenode.DeployedOptions{
+		Nodes: names, Images: imgs,
+		Log: func(msg string) { t.Logf("%s (%s)", msg, time.Since(began).Round(time.Millisecond)) },
+	})
+	env, nodes := d.Env, d.Nodes
+	t.Logf("deploy/ applied and every pod and Z8RNode Ready in %s", time.Since(began).Round(time.Millisecond))
 	for _, want := range [][2]string{{"Deployment", controllerName}, {"DaemonSet", agentName}, {"ValidatingAdmissionPolicy", "z8r-agent-own-z8rnode"}} {
-		if kubenode.Find(objs, want[0], want[1]) == nil {
+		if kubenode.Find(d.Objects, want[0], want[1]) == nil {
 			t.Fatalf("the overlay renders no %s %s", want[0], want[1])
 		}
 	}
-	imgs := buildImages(t)
-	env := kubeenv.Start(t, kubeenv.Options{
-		InClusterAPI: true,
-		ControllerManager: []string{
-			"daemonset-controller", "deployment-controller", "replicaset-controller",
-			"serviceaccount-controller", "node-lifecycle-controller", "root-ca-certificate-publisher-controller",
-			// What `kubectl delete -k` relies on in a cluster: the namespace's
-			// contents deleted with it, a Deployment's and a DaemonSet's
-			// ReplicaSets and pods with them.
-			"namespace-controller", "garbage-collector-controller",
-		},
-	})
-	kubenode.StartScheduler(t, env)
-	names := []string{"kn1", "kn2"}
-	network := netns.New(t, names...)
-	api := kubenode.ForwardAPIServer(t, network, env)
-	nodes := map[string]*kubenode.Node{}
-	began := time.Now()
-	for _, name := range names {
-		nodes[name] = kubenode.Start(t, kubenode.Options{
-			Env: env, Network: network, APIServer: api, Images: imgs, InClusterAPI: true,
-			ZFSPools: []string{"tank"}, PrivateDirs: []string{agentStateDir},
-		}, name)
-	}
-	if err := kubenode.RoutePodNetworks(nodes["kn1"], nodes["kn2"]); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range names {
-		for _, ref := range []string{imagebuild.Agent.Ref, imagebuild.Controller.Ref} {
-			if err := nodes[name].Import(ctx, imgs.Archives[ref]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		waitNodeReady(t, env, name)
-		labelNode(t, env, name, agentNodeLabel, "true")
-	}
-	t.Logf("two nodes Ready with images imported in %s", time.Since(began).Round(time.Millisecond))
 
 	// The source dataset and a file in it, written through kn1's zfs-fuse.
 	src := nodes["kn1"]
@@ -133,24 +92,18 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 	kept := map[string]string{"tank/data": want}
 	clones := map[string]string{"tank/data": "tank/verify-data"}
 
-	began = time.Now()
-	if err := kubenode.Apply(ctx, env.Client, "z8r-testbed", objs); err != nil {
-		t.Fatal(err)
-	}
-	secrets, err := cli.KeySecrets(cli.DefaultNamespace, rand.Reader)
+	// Agents: one Ready pod per node, each publishing its node's Z8RNode
+	// through the API with its own token; the controller pins their keys.
+	agents, err := kubenode.WaitReadyPods(ctx, env, agentNamespace, agentSelector, len(names), deployReadyAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range secrets {
-		env.Create(t, s)
+	ctrls, err := kubenode.WaitReadyPods(ctx, env, agentNamespace, controllerSelector, 1, deployReadyAfter)
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	// Agents: one Ready pod per node, each publishing its node's Z8RNode
-	// through the API with its own token; the controller pins their keys.
-	agents := waitPods(t, env, agentNamespace, "app.kubernetes.io/component=agent", len(names), deployReadyAfter)
-	t.Logf("agent pods Ready in %s", time.Since(began).Round(time.Millisecond))
-	ctrl := waitPods(t, env, agentNamespace, "app.kubernetes.io/component=controller", 1, deployReadyAfter)[0]
-	t.Logf("controller pod %s Ready in %s on %s, pod IP %s", ctrl.Name, time.Since(began).Round(time.Millisecond), ctrl.Spec.NodeName, ctrl.Status.PodIP)
+	ctrl := ctrls[0]
+	t.Logf("controller pod %s on %s, pod IP %s", ctrl.Name, ctrl.Spec.NodeName, ctrl.Status.PodIP)
 	if ctrl.Spec.HostNetwork || ctrl.Status.PodIP == nodes[ctrl.Spec.NodeName].IP {
 		t.Errorf("controller pod on the host network (pod IP %s): the test must show the pod network reaching the API", ctrl.Status.PodIP)
 	}
@@ -173,23 +126,15 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 	}
 	t.Logf("leader Lease held by %s", *lease.Spec.HolderIdentity)
 
+	// StartDeployed waited for each Z8RNode Ready with its host key pinned
+	// and trusted; its address is the agent's hostNetwork pod IP.
 	for _, name := range names {
 		var zn z8rv1.Z8RNode
-		var last string
-		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 60*time.Second, true, func(ctx context.Context) (bool, error) {
-			if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &zn); err != nil {
-				last = err.Error()
-				return false, nil
-			}
-			trusted := false
-			for _, c := range zn.Status.Conditions {
-				trusted = trusted || (c.Type == z8rv1.ConditionHostKeyTrusted && c.Status == metav1.ConditionTrue)
-			}
-			last = fmt.Sprintf("ready=%v address=%q pinned=%v trusted=%v message=%q", zn.Status.Ready, zn.Status.Address, zn.Spec.PinnedHostKey != "", trusted, zn.Status.Message)
-			return zn.Status.Ready && trusted && zn.Spec.PinnedHostKey == zn.Status.HostKey, nil
-		})
-		if err != nil {
-			t.Fatalf("Z8RNode %s not Ready with a pinned, trusted host key: %s", name, last)
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, &zn); err != nil {
+			t.Fatal(err)
+		}
+		if !zn.Status.Ready || zn.Spec.PinnedHostKey == "" || zn.Spec.PinnedHostKey != zn.Status.HostKey {
+			t.Errorf("Z8RNode %s: ready=%v pinned=%v, want Ready with the host key pinned", name, zn.Status.Ready, zn.Spec.PinnedHostKey != "")
 		}
 		if want := nodes[name].IP + ":" + agentSSHPort; zn.Status.Address != want {
 			t.Errorf("Z8RNode %s address %q, want %q (the agent's hostNetwork pod IP)", name, zn.Status.Address, want)
@@ -214,11 +159,12 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		if got := sha256OfClone(t, nodes["kn2"], "tank/data@"+ts.LastSnapshot, "tank/verify-data"); got != want {
 			t.Errorf("tank/data's file on kn2 has SHA-256 %s, want %s (kn1's)", got, want)
 		}
-		// The agents' audit lines, in the pods' logs: the source agent
-		// ran the transfer the controller pod asked for.
-		logs, err := src.PodLogs(agentNamespace, podOn(agents, "kn1").Name, "agent")
+		// The agents' audit lines, in the pods' logs as an operator reads
+		// them (`kubectl logs`): the source agent ran the transfer the
+		// controller pod asked for.
+		logs, stderr, err := kubectl(t, env, nil, "logs", "-n", agentNamespace, podOn(agents, "kn1").Name, "-c", "agent")
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("kubectl logs of kn1's agent pod: %v: %s", err, stderr)
 		}
 		if !strings.Contains(logs, `"msg":"audit"`) || !strings.Contains(logs, `"request":"z8r.dev/transfer/v1"`) || !strings.Contains(logs, `"remote":"`+ctrl.Status.PodIP+`:`) {
 			t.Errorf("kn1's agent log has no audit line of a transfer requested from the controller pod %s:\n%s", ctrl.Status.PodIP, tailString(logs, 10))
@@ -240,7 +186,9 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		kept["tank/seed"], clones["tank/seed"] = wantSeed, "tank/verify-seed"
 		began := time.Now()
 		for name, role := range map[string]string{"kn1": "master", "kn2": "replica"} {
-			annotateNode(t, env, name, map[string]string{seedLabel: "true"}, map[string]string{seedLabel + "/" + role: "tank/seed"})
+			if err := d.AnnotateNode(ctx, name, map[string]string{seedLabel: "true"}, map[string]string{seedLabel + "/" + role: "tank/seed"}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		seedRep := policy.ID("kn1", "tank/seed")
 		ts := waitSynced(t, env, nodes[ctrl.Spec.NodeName], ctrl.Name, seedRep, "kn2", time.Time{})
@@ -281,7 +229,7 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 		t.Logf("controller pod %s deleted mid-sync: %s", ctrl.Name, last)
 		var next corev1.Pod
 		err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, deployReadyAfter, true, func(ctx context.Context) (bool, error) {
-			for _, p := range readyPods(ctx, env, agentNamespace, "app.kubernetes.io/component=controller") {
+			for _, p := range readyPods(ctx, env, agentNamespace, controllerSelector) {
 				if p.Name != ctrl.Name {
 					next = p
 					return true, nil
@@ -314,7 +262,7 @@ func TestNodes_DeployFromOverlayReplicatesThroughPods(t *testing.T) {
 	})
 
 	cluster := &podsCluster{
-		env: env, nodes: nodes, overlay: filepath.Join(root, kubenode.OverlayDir), objs: objs,
+		env: env, nodes: nodes, overlay: d.Overlay, objs: d.Objects,
 		kept: kept, clones: clones,
 	}
 	// A rolling update of the agent DaemonSet, as an operator's `kubectl
@@ -422,33 +370,6 @@ func podOn(pods []corev1.Pod, node string) corev1.Pod {
 	return corev1.Pod{}
 }
 
-func labelNode(t *testing.T, env *kubeenv.Env, name, key, value string) {
-	t.Helper()
-	annotateNode(t, env, name, map[string]string{key: value}, nil)
-}
-
-// annotateNode adds labels and annotations to the Node name, as an
-// administrator.
-func annotateNode(t *testing.T, env *kubeenv.Env, name string, labels, annotations map[string]string) {
-	t.Helper()
-	var n corev1.Node
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, &n); err != nil {
-		t.Fatal(err)
-	}
-	patch := client.MergeFrom(n.DeepCopy())
-	if n.Labels == nil {
-		n.Labels = map[string]string{}
-	}
-	if n.Annotations == nil {
-		n.Annotations = map[string]string{}
-	}
-	maps.Copy(n.Labels, labels)
-	maps.Copy(n.Annotations, annotations)
-	if err := env.Client.Patch(context.Background(), &n, patch); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // waitSynced waits until the DatasetReplication name reports target Synced
 // with a sync that ended after after (any, when zero), and returns the
 // target's status. On a timeout it logs the end of the controller pod's log
@@ -497,50 +418,11 @@ func sha256OfClone(t *testing.T, n *kubenode.Node, snapshot, clone string) strin
 // sha256In returns the SHA-256 of path as the node sees it.
 func sha256In(t *testing.T, n *kubenode.Node, path string) string {
 	t.Helper()
-	out, err := n.Exec(context.Background(), "sha256sum", path)
+	sum, err := kubenode.FileSHA256(context.Background(), n, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(out)
-	if len(f) == 0 {
-		t.Fatalf("sha256sum %s on %s: no output", path, n.Name)
-	}
-	return f[0]
-}
-
-// waitPods waits until count pods matching the label selector sel in ns
-// are Ready, and returns them.
-func waitPods(t *testing.T, env *kubeenv.Env, ns, sel string, count int, within time.Duration) []corev1.Pod {
-	t.Helper()
-	selector, err := metav1.ParseToLabelSelector(sel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, err := metav1.LabelSelectorAsSelector(selector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ready []corev1.Pod
-	var last []string
-	err = wait.PollUntilContextTimeout(context.Background(), 250*time.Millisecond, within, true, func(ctx context.Context) (bool, error) {
-		var pods corev1.PodList
-		if err := env.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabelsSelector{Selector: ls}); err != nil {
-			return false, nil
-		}
-		ready, last = nil, nil
-		for _, p := range pods.Items {
-			last = append(last, podSummary(&p))
-			if podReady(&p) {
-				ready = append(ready, p)
-			}
-		}
-		return len(ready) == count, nil
-	})
-	if err != nil {
-		kubectlGetPods(t, env)
-		t.Fatalf("%d Ready pods %s in %s after %s, want %d: %s", len(ready), sel, ns, within, count, strings.Join(last, "; "))
-	}
-	return ready
+	return sum
 }
 
 // readyPods lists the Ready pods matching the label selector sel in ns.

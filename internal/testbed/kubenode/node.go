@@ -90,9 +90,13 @@ type Node struct {
 }
 
 // ForwardAPIServer makes env's API server reachable from network's nodes
-// and returns the address they use.
+// and returns the address they use. When env was started with
+// kubeenv.Options.KubeletAccess it also routes the API server's
+// connections to the nodes' kubelets (`kubectl logs/exec`) into network:
+// its cluster egress dials them from the hub namespace.
 func ForwardAPIServer(t tb.TB, network *netns.Network, env *kubeenv.Env) string {
 	t.Helper()
+	env.SetClusterDialer(network.DialContext)
 	return network.Forward(t, 6443, trimScheme(env.Config.Host))
 }
 
@@ -197,13 +201,26 @@ func start(opts Options, name, kubelet string) (*Node, error) {
 		subnet = fmt.Sprintf("10.214.%d.0/24", parsed[3])
 	}
 	n.PodSubnet = subnet
+	var tls *kubeletTLS
 	files := map[string]string{
 		"containerd.toml":           containerdConfig(dir, PauseRef),
 		"cni/net.d/10-z8r.conflist": cniConfig(dir, subnet),
-		"kubelet.yaml":              kubeletConfig(dir, ip, n.CgroupRoot),
 	}
+	if ca := opts.Env.KubeletCA(); ca != nil {
+		cert, key, err := opts.Env.KubeletServingCert(name, net.ParseIP(ip))
+		if err != nil {
+			return n, err
+		}
+		tls = &kubeletTLS{clientCA: filepath.Join(dir, "kubelet-ca.crt"), cert: filepath.Join(dir, "kubelet.crt"), key: filepath.Join(dir, "kubelet.key")}
+		files["kubelet-ca.crt"], files["kubelet.crt"], files["kubelet.key"] = string(ca), string(cert), string(key)
+	}
+	files["kubelet.yaml"] = kubeletConfig(dir, ip, n.CgroupRoot, tls)
 	for f, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o644); err != nil {
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(f, ".key") {
+			mode = 0o600
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), mode); err != nil {
 			return n, err
 		}
 	}
