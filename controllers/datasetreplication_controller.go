@@ -485,12 +485,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		return ts // its turn has not come: nothing listed, held or sent
 	}
 	fail := func(state, reason string, err error) z8rv1.TargetStatus {
-		ts.State, ts.LastError = state, err.Error()
-		ts.ConsecutiveFailures++
-		if r.Metrics != nil {
-			r.Metrics.SyncFailures.WithLabelValues(dr.Name, label, reason).Inc()
-		}
-		return ts
+		return r.failed(dr.Name, ts, state, reason, err)
 	}
 	tgt, err := r.Agents.Get(ctx, t.Node)
 	if errors.Is(err, ErrHostKeyUnknown) {
@@ -529,6 +524,17 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	return runningStatus(ts, job)
 }
 
+// failed is ts after a failed sync: state, the error, one more failure
+// counted (and in z8r_sync_failures_total under reason).
+func (r *DatasetReplicationReconciler) failed(replication string, ts z8rv1.TargetStatus, state, reason string, err error) z8rv1.TargetStatus {
+	ts.State, ts.LastError = state, err.Error()
+	ts.ConsecutiveFailures++
+	if r.Metrics != nil {
+		r.Metrics.SyncFailures.WithLabelValues(replication, ts.Node+":"+ts.Dataset, reason).Inc()
+	}
+	return ts
+}
+
 // runningStatus is a target's status while its sync runs in the
 // background: Syncing, with the progress reported so far.
 func runningStatus(ts z8rv1.TargetStatus, job *transferJob) z8rv1.TargetStatus {
@@ -550,12 +556,7 @@ func (r *DatasetReplicationReconciler) runSync(ctx, syncCtx context.Context, dr 
 	slotKey := dr.Name + "/" + label
 	wake := r.wake.waker(&z8rv1.DatasetReplication{ObjectMeta: metav1.ObjectMeta{Name: dr.Name}})
 	fail := func(state, reason string, err error) z8rv1.TargetStatus {
-		ts.State, ts.LastError = state, err.Error()
-		ts.ConsecutiveFailures++
-		if r.Metrics != nil {
-			r.Metrics.SyncFailures.WithLabelValues(dr.Name, label, reason).Inc()
-		}
-		return ts
+		return r.failed(dr.Name, ts, state, reason, err)
 	}
 	start := time.Now()
 	progress, transferEnded := r.Metrics.Transfer(dr.Name, label, watch.Progress)

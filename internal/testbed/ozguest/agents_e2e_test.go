@@ -35,6 +35,24 @@ func e2eProp(t testing.TB, r zfsexec.Runner, name, property string) string {
 	return strings.TrimSpace(e2eRun(t, r, "zfs", "get", "-Hp", "-o", "value", property, name))
 }
 
+// twoGuestsWithData boots two OpenZFS guests with a pool tank on a disk of
+// diskSize bytes each, writes mib MiB of random data into the first's
+// tank/data/blob, and returns the guests and the data's SHA-256.
+func twoGuestsWithData(t *testing.T, diskSize int64, mib int) (src, dst *Guest, sum string) {
+	t.Helper()
+	start := time.Now()
+	gs := BootN(t, 2, Options{Disks: 1, DiskSize: diskSize, MemoryMiB: 1024})
+	for _, g := range gs {
+		e2eRun(t, g.Runner(), "zpool", "create", "-f", "tank", g.Disk(0))
+	}
+	srcR := gs[0].Runner()
+	e2eRun(t, srcR, "zfs", "create", "tank/data")
+	e2eRun(t, srcR, "dd", "if=/dev/urandom", "of=/tank/data/blob", "bs=1M", "count="+strconv.Itoa(mib), "status=none")
+	sum = strings.Fields(e2eRun(t, srcR, "sha256sum", "/tank/data/blob"))[0]
+	t.Logf("guests ready, %d MiB written: %v", mib, time.Since(start).Round(time.Second))
+	return gs[0], gs[1], sum
+}
+
 // TestAgents_ResumeBetweenOpenZFSGuests is issue 15's "end-to-end resume
 // through agents between two OpenZFS guests": a 256 MiB replication with
 // replicate.SyncTarget through two real agents (each on the host, running
@@ -44,16 +62,8 @@ func e2eProp(t testing.TB, r zfsexec.Runner, name, property string) string {
 // holds the source's data.
 func TestAgents_ResumeBetweenOpenZFSGuests(t *testing.T) {
 	start := time.Now()
-	gs := BootN(t, 2, Options{Disks: 1, DiskSize: 2 << 30, MemoryMiB: 1024})
-	srcG, dstG := gs[0], gs[1]
+	srcG, dstG, want := twoGuestsWithData(t, 2<<30, 256)
 	srcR, dstR := srcG.Runner(), dstG.Runner()
-	for _, g := range gs {
-		e2eRun(t, g.Runner(), "zpool", "create", "-f", "tank", g.Disk(0))
-	}
-	e2eRun(t, srcR, "zfs", "create", "tank/data")
-	e2eRun(t, srcR, "dd", "if=/dev/urandom", "of=/tank/data/blob", "bs=1M", "count=256", "status=none")
-	want := strings.Fields(e2eRun(t, srcR, "sha256sum", "/tank/data/blob"))[0]
-	t.Logf("guests ready, 256 MiB written: %v", time.Since(start).Round(time.Second))
 
 	keys := agentproc.NewKeys(t)
 	srcA := StartAgent(t, srcG, StartRelay(t, srcG), keys, "tank")

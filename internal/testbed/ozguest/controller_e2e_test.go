@@ -36,16 +36,9 @@ import (
 // source's data.
 func TestController_RestartMidTransferResumesBetweenOpenZFSGuests(t *testing.T) {
 	start := time.Now()
-	gs := BootN(t, 2, Options{Disks: 1, DiskSize: 1 << 30, MemoryMiB: 1024})
-	srcG, dstG := gs[0], gs[1]
+	srcG, dstG, want := twoGuestsWithData(t, 1<<30, 192)
+	gs := []*Guest{srcG, dstG}
 	srcR, dstR := srcG.Runner(), dstG.Runner()
-	for _, g := range gs {
-		e2eRun(t, g.Runner(), "zpool", "create", "-f", "tank", g.Disk(0))
-	}
-	e2eRun(t, srcR, "zfs", "create", "tank/data")
-	e2eRun(t, srcR, "dd", "if=/dev/urandom", "of=/tank/data/blob", "bs=1M", "count=192", "status=none")
-	want := strings.Fields(e2eRun(t, srcR, "sha256sum", "/tank/data/blob"))[0]
-	t.Logf("guests ready, 192 MiB written: %v", time.Since(start).Round(time.Second))
 
 	ctrl.SetLogger(zap.New(zap.WriteTo(testWriter{t})))
 	kube := kubeenv.Start(t, kubeenv.Options{})
