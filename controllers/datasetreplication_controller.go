@@ -106,11 +106,11 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	if !dr.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, &dr)
 	}
-	// The outcomes of syncs that ended in the background are written
-	// before anything else.
-	if err := r.writeFinished(ctx, &dr); err != nil {
-		return reconcile.Result{}, err
-	}
+	// The outcomes of syncs that ended in the background: part of the
+	// status from here on, written with what this reconcile does (the
+	// source's pruning included), and taken again if it writes nothing.
+	done := r.transfers.get().finished(dr.Name)
+	mergeOutcomes(dr.Name, &dr.Status, done)
 	// Metrics from the stored status: after a restart, before any sync.
 	r.Metrics.ObserveRead(&dr, r.Clock)
 	if !controllerutil.ContainsFinalizer(&dr, finalizerReleaseHolds) {
@@ -130,6 +130,9 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 		return r.refuse(ctx, &dr, mine)
 	}
 	if dr.Spec.Suspend {
+		if len(done) > 0 {
+			return reconcile.Result{}, r.writeStatus(ctx, &dr, dr.Status.DeepCopy())
+		}
 		return reconcile.Result{}, nil
 	}
 	sched, err := schedule.Parse(orDefault(dr.Spec.Schedule, schedule.DefaultInterval.String()))
@@ -261,21 +264,25 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 			requeue = min(requeue, retryRunning)
 			continue
 		}
-		if rejoining != nil && t.Node == rejoining.Node && targetDataset(dr, t) == rejoining.Dataset {
-			if !r.rejoin(ctx, &dr, src, status, prev[key].State, now) {
-				ts := prev[key]
-				ts.Node, ts.Dataset, ts.State = t.Node, targetDataset(dr, t), z8rv1.TargetPending
-				ts.LastError = "old source of an unplanned failover: waiting for it to return and its tail to be kept aside"
-				if m := status.Promotion.Message; m != "" {
-					ts.LastError = m
-				}
-				ts.ConsecutiveFailures++
-				requeue = min(requeue, backoff(ts.ConsecutiveFailures))
-				status.Targets = append(status.Targets, ts)
-				continue
+		var ts z8rv1.TargetStatus
+		if out, ok := done[dr.Name+"/"+t.Node+":"+targetDataset(dr, t)]; ok {
+			// Its sync ended in the background: its outcome, no new sync
+			// (a failure backs off as one in this reconcile would).
+			ts = out
+		} else if rejoining != nil && t.Node == rejoining.Node && targetDataset(dr, t) == rejoining.Dataset && !r.rejoin(ctx, &dr, src, status, prev[key].State, now) {
+			ts := prev[key]
+			ts.Node, ts.Dataset, ts.State = t.Node, targetDataset(dr, t), z8rv1.TargetPending
+			ts.LastError = "old source of an unplanned failover: waiting for it to return and its tail to be kept aside"
+			if m := status.Promotion.Message; m != "" {
+				ts.LastError = m
 			}
+			ts.ConsecutiveFailures++
+			requeue = min(requeue, backoff(ts.ConsecutiveFailures))
+			status.Targets = append(status.Targets, ts)
+			continue
+		} else {
+			ts = r.syncTarget(ctx, &dr, src, t, prev[key], now)
 		}
-		ts := r.syncTarget(ctx, &dr, src, t, prev[key], now)
 		if rejoining != nil && t.Node == rejoining.Node && ts.Dataset == rejoining.Dataset &&
 			(ts.State == z8rv1.TargetSynced || ts.State == z8rv1.TargetBehind) {
 			status.Promotion.Rejoin = z8rv1.RejoinDone
@@ -787,6 +794,7 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 			// fresh as this reconciler's own last write, so the stored
 			// status is this one.
 			r.Metrics.ObserveReplication(&cur, r.Clock)
+			r.transfers.get().committed(dr.Name)
 			return nil
 		}
 		cur.Status = *next
@@ -794,6 +802,7 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 			return err
 		}
 		r.written.record(&cur)
+		r.transfers.get().committed(dr.Name)
 		r.Metrics.ObserveReplication(&cur, r.Clock)
 		return nil
 	})

@@ -40,6 +40,10 @@ type Config struct {
 	// ReplicationWorkers: DatasetReplication reconciles at once (default
 	// 4). A transfer that outlasts DetachAfter does not keep its worker.
 	ReplicationWorkers int
+	// DetachAfter: how long a reconcile waits for a sync that transfers
+	// before it leaves it in the background (default DefaultDetachAfter;
+	// negative: at once).
+	DetachAfter time.Duration
 }
 
 // Setup registers every reconciler with mgr.
@@ -71,7 +75,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	if err := (&DatasetReplicationReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,
 		Metrics: cfg.Metrics, Clock: cfg.Clock, SnapshotPrefix: cfg.SnapshotPrefix, RemovedTargetGrace: cfg.RemovedTargetGrace,
 		ProgressInterval: cfg.ProgressInterval, SnapshotsServed: served, APIReader: mgr.GetAPIReader(), slots: slots, skipNameValidation: skip,
-		MaxConcurrent: cfg.ReplicationWorkers}).SetupWithManager(mgr); err != nil {
+		MaxConcurrent: cfg.ReplicationWorkers, DetachAfter: cfg.DetachAfter}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("replication controller: %w", err)
 	}
 	if err := (&ReplicaRestoreReconciler{Client: mgr.GetClient(), Recorder: rec, Agents: cfg.Agents,

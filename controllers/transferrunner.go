@@ -53,6 +53,7 @@ type transferJob struct {
 	done      chan struct{} // closed when result is set
 	result    z8rv1.TargetStatus
 	detached  bool // the reconcile that started it stopped waiting
+	taken     bool // its outcome went into a reconcile (finished)
 	wake      func()
 }
 
@@ -172,8 +173,10 @@ func (tr *transferRunner) busy(replication string) bool {
 	return false
 }
 
-// finished takes the outcomes of replication's jobs that ended after
-// their reconcile stopped waiting, by key.
+// finished returns the outcomes, by key, of replication's jobs that
+// ended after their reconcile stopped waiting. They stay until committed:
+// a reconcile that takes them and fails before it writes the
+// replication's status takes them again next time.
 func (tr *transferRunner) finished(replication string) map[string]z8rv1.TargetStatus {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -188,53 +191,49 @@ func (tr *transferRunner) finished(replication string) map[string]z8rv1.TargetSt
 				out = map[string]z8rv1.TargetStatus{}
 			}
 			out[key] = j.result
-			delete(tr.jobs, key)
+			j.taken = true
 		default:
 		}
 	}
 	return out
 }
 
-// putBack returns outcomes taken by finished whose write failed.
-func (tr *transferRunner) putBack(replication string, outcomes map[string]z8rv1.TargetStatus) {
+// committed drops the jobs of replication whose outcomes finished
+// returned: a status with them was written. (Reconciles of one
+// replication do not overlap, so these are the ones the writing
+// reconcile took; a job that ended since is kept.)
+func (tr *transferRunner) committed(replication string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	for key, ts := range outcomes {
-		if tr.jobs[key] != nil {
-			continue
+	for key, j := range tr.jobs {
+		if j.replication == replication && j.taken {
+			delete(tr.jobs, key)
 		}
-		j := &transferJob{replication: replication, done: make(chan struct{}), result: ts, detached: true}
-		close(j.done)
-		tr.jobs[key] = j
 	}
 }
 
-// forget drops replication's jobs that ended (its object is gone).
-func (tr *transferRunner) forget(replication string) { tr.finished(replication) }
+// forget drops every ended job of replication (it is gone).
+func (tr *transferRunner) forget(replication string) {
+	tr.finished(replication)
+	tr.committed(replication)
+}
 
 // stop cancels every job and waits for them to end; no job starts after.
 func (tr *transferRunner) stop() {
 	tr.mu.Lock()
 	tr.stopping = true
 	for _, j := range tr.jobs {
-		if j.cancel != nil {
-			j.cancel(context.Canceled)
-		}
+		j.cancel(context.Canceled)
 	}
 	tr.mu.Unlock()
 	tr.wg.Wait()
 }
 
-// writeFinished writes the outcomes of dr's syncs that ended in the
-// background into its status (dr's status is then the one written).
-func (r *DatasetReplicationReconciler) writeFinished(ctx context.Context, dr *z8rv1.DatasetReplication) error {
-	done := r.transfers.get().finished(dr.Name)
-	if len(done) == 0 {
-		return nil
-	}
-	status := dr.Status.DeepCopy()
-	for _, out := range done {
-		i := slices.IndexFunc(status.Targets, func(ts z8rv1.TargetStatus) bool { return ts.Node == out.Node && ts.Dataset == out.Dataset })
+// mergeOutcomes puts the outcomes of syncs that ended in the background
+// (transferRunner.finished, by job key) into status.
+func mergeOutcomes(replication string, status *z8rv1.DatasetReplicationStatus, done map[string]z8rv1.TargetStatus) {
+	for key, out := range done {
+		i := slices.IndexFunc(status.Targets, func(ts z8rv1.TargetStatus) bool { return replication+"/"+ts.Node+":"+ts.Dataset == key })
 		if i < 0 {
 			status.Targets = append(status.Targets, out)
 			continue
@@ -242,10 +241,4 @@ func (r *DatasetReplicationReconciler) writeFinished(ctx context.Context, dr *z8
 		out.RemovedAt = status.Targets[i].RemovedAt // removed while it ran: its grace started
 		status.Targets[i] = out
 	}
-	if err := r.writeStatus(ctx, dr, status); err != nil {
-		r.transfers.get().putBack(dr.Name, done)
-		return err
-	}
-	dr.Status = *status
-	return nil
 }

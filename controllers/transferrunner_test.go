@@ -72,13 +72,49 @@ func TestTransferRunner_LongSyncDetachesAndWakes(t *testing.T) {
 	if got["r/n2:tank/a"].State != z8rv1.TargetSynced || len(got) != 1 {
 		t.Fatalf("finished = %v, want the Synced outcome", got)
 	}
-	if again := tr.finished("r"); len(again) != 0 {
-		t.Errorf("the outcome was taken twice: %v", again)
-	}
-	// An outcome whose write failed is put back and taken again.
-	tr.putBack("r", got)
+	// Until a status with it is written (committed) the outcome is
+	// offered again: a reconcile that failed before writing loses nothing.
 	if again := tr.finished("r"); again["r/n2:tank/a"].State != z8rv1.TargetSynced {
-		t.Errorf("after putBack finished = %v", again)
+		t.Errorf("before commit finished = %v, want the outcome again", again)
+	}
+	tr.committed("r")
+	if again := tr.finished("r"); len(again) != 0 {
+		t.Errorf("after commit finished = %v, want nothing", again)
+	}
+}
+
+// committed drops only the outcomes the writing reconcile took: a sync
+// that ended after finished was called keeps its outcome.
+func TestTransferRunner_CommitKeepsWhatEndedSince(t *testing.T) {
+	tr := (&transferRunnerOnce{}).get()
+	gates := map[string]chan struct{}{"r/a": make(chan struct{}), "r/b": make(chan struct{})}
+	for key, gate := range gates {
+		j := tr.start(context.Background(), key, "r", -1, nil, endedWatch,
+			func(ctx, _ context.Context, _ *syncWatch, admitted func()) z8rv1.TargetStatus {
+				admitted()
+				<-gate
+				return z8rv1.TargetStatus{State: z8rv1.TargetSynced, LastError: key}
+			})
+		if _, ended := tr.wait(key, j); ended {
+			t.Fatal("ended before its gate opened")
+		}
+	}
+	waitEnded := func(key string) {
+		close(gates[key])
+		for deadline := time.Now().Add(5 * time.Second); tr.running(key) != nil; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not end", key)
+			}
+		}
+	}
+	waitEnded("r/a")
+	if got := tr.finished("r"); len(got) != 1 {
+		t.Fatalf("finished = %v, want a's outcome", got)
+	}
+	waitEnded("r/b") // ends while the reconcile that took a's runs
+	tr.committed("r")
+	if got := tr.finished("r"); len(got) != 1 || got["r/b"].LastError != "r/b" {
+		t.Errorf("after commit finished = %v, want b's outcome still there", got)
 	}
 }
 

@@ -43,6 +43,7 @@ func main() {
 		progress    = flag.Duration("progress-interval", controllers.DefaultProgressInterval, "how often a running sync's bytes, rate and estimated completion are written to the replication's status (at most 10s)")
 		perNode     = flag.Int("max-transfers-per-node", controllers.DefaultTransferLimits.PerNode, "at most this many transfers send from or receive on one node at a time; more wait their turn, first come first served (0: no limit)")
 		maxTotal    = flag.Int("max-transfers", controllers.DefaultTransferLimits.Total, "at most this many transfers in the cluster at a time (0: no limit)")
+		detach      = flag.Duration("detach-after", controllers.DefaultDetachAfter, "how long a reconcile waits for a sync that is transferring before it leaves it running in the background and takes the next replication (0: at once)")
 		workers     = flag.Int("replication-workers", 4, "DatasetReplication reconciles at once; a transfer that runs longer than a second continues in the background and frees its worker")
 		clockOffset = flag.Duration("clock-offset", 0, "testing only: run the controller's clock this far ahead of the wall clock (the chaos suite brings schedules round with it); never set it in production")
 	)
@@ -99,6 +100,7 @@ func main() {
 		ProgressInterval:   *progress,
 		TransferLimits:     &controllers.TransferLimits{PerNode: *perNode, Total: *maxTotal},
 		ReplicationWorkers: *workers,
+		DetachAfter:        detachAfter(*detach),
 	}); err != nil {
 		log.Error(err, "set up controllers")
 		os.Exit(1)
@@ -156,4 +158,13 @@ func clock(offset time.Duration) schedule.Clock {
 		return schedule.RealClock{}
 	}
 	return offsetClock{offset: offset}
+}
+
+// detachAfter is --detach-after as controllers.Config.DetachAfter, where
+// 0 is the default and a negative value means at once.
+func detachAfter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
