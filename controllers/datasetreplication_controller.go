@@ -522,7 +522,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 			return r.runSync(jctx, syncCtx, own, src, tgt, t, ts, now, watch, admitted)
 		})
 	if job == nil {
-		return ts // the controller is stopping
+		return ts // the controller is stopping, or an outcome waits
 	}
 	if out, ended := r.transfers.get().wait(slotKey, job); ended {
 		return out

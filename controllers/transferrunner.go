@@ -76,13 +76,15 @@ func (o *transferRunnerOnce) get() *transferRunner {
 type syncFunc func(ctx, syncCtx context.Context, watch *syncWatch, admitted func()) z8rv1.TargetStatus
 
 // start runs key's sync as a job of replication. newWatch makes the
-// sync's watch (it may cancel the job's context). It returns nil when
-// the runner is stopping.
+// sync's watch (it may cancel the job's context). It returns nil, and
+// starts nothing, when the runner is stopping or key has a job whose
+// outcome no reconcile took yet (it ended after this reconcile asked for
+// the finished ones; the next one takes it).
 func (tr *transferRunner) start(ctx context.Context, key, replication string, detachAfter time.Duration, wake func(),
 	newWatch func(context.Context, context.CancelCauseFunc) *syncWatch, run syncFunc) *transferJob {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.stopping {
+	if old := tr.jobs[key]; tr.stopping || (old != nil && !old.taken) {
 		return nil
 	}
 	// The job outlives the reconcile that started it: its context is

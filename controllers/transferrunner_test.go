@@ -112,6 +112,9 @@ func TestTransferRunner_CommitKeepsWhatEndedSince(t *testing.T) {
 		t.Fatalf("finished = %v, want a's outcome", got)
 	}
 	waitEnded("r/b") // ends while the reconcile that took a's runs
+	if tr.start(context.Background(), "r/b", "r", -1, nil, endedWatch, nil) != nil {
+		t.Error("a new sync of b started over b's outcome no reconcile took")
+	}
 	tr.committed("r")
 	if got := tr.finished("r"); len(got) != 1 || got["r/b"].LastError != "r/b" {
 		t.Errorf("after commit finished = %v, want b's outcome still there", got)
