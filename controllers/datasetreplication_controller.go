@@ -259,16 +259,21 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 			// Its sync runs in the background: nothing else runs for it.
 			ts := prev[key]
 			ts.Node, ts.Dataset, ts.RemovedAt = t.Node, targetDataset(dr, t), nil
-			status.Targets = append(status.Targets, runningStatus(ts, job))
+			status.Targets = append(status.Targets, runningStatus(ts))
 			inBackground[key] = true
 			requeue = min(requeue, retryRunning)
 			continue
 		}
 		var ts z8rv1.TargetStatus
 		if out, ok := done[dr.Name+"/"+t.Node+":"+targetDataset(dr, t)]; ok {
-			// Its sync ended in the background: its outcome, no new sync
-			// (a failure backs off as one in this reconcile would).
+			// Its sync ended in the background: its outcome. A failure
+			// backs off as one in this reconcile would; a success that
+			// did not reach the newest snapshot (taken while it ran)
+			// syncs on now.
 			ts = out
+			if (out.State == z8rv1.TargetSynced || out.State == z8rv1.TargetBehind) && status.LastSnapshot != "" && out.LastSnapshot != status.LastSnapshot {
+				ts = r.syncTarget(ctx, &dr, src, t, out, now)
+			}
 		} else if rejoining != nil && t.Node == rejoining.Node && targetDataset(dr, t) == rejoining.Dataset && !r.rejoin(ctx, &dr, src, status, prev[key].State, now) {
 			ts := prev[key]
 			ts.Node, ts.Dataset, ts.State = t.Node, targetDataset(dr, t), z8rv1.TargetPending
@@ -305,6 +310,9 @@ func (r *DatasetReplicationReconciler) Reconcile(ctx context.Context, req reconc
 	for key, old := range prev {
 		if hasTarget(dr, key) {
 			continue
+		}
+		if r.transfers.get().running(dr.Name+"/"+old.Node+":"+old.Dataset) == nil {
+			old = notSyncing(old)
 		}
 		if old.RemovedAt == nil {
 			old.RemovedAt = &metav1.Time{Time: now}
@@ -474,16 +482,9 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 	log := logf.FromContext(ctx).WithValues("target", t.Node, "dataset", targetDataset(*dr, t))
 	ts := prev
 	ts.Node, ts.Dataset = t.Node, targetDataset(*dr, t)
-	ts.RemovedAt = nil // back in the spec within the grace period
-	ts.Transfer = nil  // written anew while this sync runs
-	if ts.State == z8rv1.TargetSyncing {
-		// No sync of this controller runs for it: one that stopped with
-		// a controller (a crash, a restart) left this behind.
-		ts.State = z8rv1.TargetPending
-		if ts.LastSnapshot != "" {
-			ts.State = z8rv1.TargetBehind
-		}
-	}
+	ts.RemovedAt = nil  // back in the spec within the grace period
+	ts.Transfer = nil   // written anew while this sync runs
+	ts = notSyncing(ts) // no sync of this controller runs for it
 	label := ts.Node + ":" + ts.Dataset
 	related := nodeRef(t.Node)
 	slotKey := dr.Name + "/" + label
@@ -528,7 +529,7 @@ func (r *DatasetReplicationReconciler) syncTarget(ctx context.Context, dr *z8rv1
 		return out
 	}
 	log.V(1).Info("sync goes on in the background")
-	return runningStatus(ts, job)
+	return runningStatus(ts)
 }
 
 // failed is ts after a failed sync: state, the error, one more failure
@@ -544,10 +545,24 @@ func (r *DatasetReplicationReconciler) failed(replication string, ts z8rv1.Targe
 
 // runningStatus is a target's status while its sync runs in the
 // background: Syncing, with the progress reported so far.
-func runningStatus(ts z8rv1.TargetStatus, job *transferJob) z8rv1.TargetStatus {
+// Its transfer progress is the sync watch's to write (writeStatus keeps
+// the stored one), so that a reconcile never rewrites it.
+func runningStatus(ts z8rv1.TargetStatus) z8rv1.TargetStatus {
 	ts.State = z8rv1.TargetSyncing
-	if p, ok := job.watch.current(time.Now()); ok {
-		ts.Transfer = &p
+	return ts
+}
+
+// notSyncing is ts of a target no sync of this controller runs for: a
+// Syncing state (and transfer) a stopped controller left behind (a crash,
+// a restart, a sync cancelled before its outcome was written) becomes
+// Pending, or Behind if the target has a snapshot.
+func notSyncing(ts z8rv1.TargetStatus) z8rv1.TargetStatus {
+	if ts.State == z8rv1.TargetSyncing {
+		ts.State = z8rv1.TargetPending
+		if ts.LastSnapshot != "" {
+			ts.State = z8rv1.TargetBehind
+		}
+		ts.Transfer = nil
 	}
 	return ts
 }
@@ -789,6 +804,7 @@ func (r *DatasetReplicationReconciler) writeStatus(ctx context.Context, dr *z8rv
 		}
 		next := status.DeepCopy()
 		keepNewerSyncs(next, &cur.Status)
+		keepRunningTransfers(next, &cur.Status)
 		if !r.written.mayBeStale(&cur) && equality.Semantic.DeepEqual(&cur.Status, next) {
 			// Nothing changed (a steady reconcile): no write. cur is as
 			// fresh as this reconciler's own last write, so the stored
@@ -833,6 +849,24 @@ func keepNewerSyncs(next, cur *z8rv1.DatasetReplicationStatus) {
 				if c.ProtectedBase != "" {
 					n.ProtectedBase = c.ProtectedBase
 				}
+			}
+		}
+	}
+}
+
+// keepRunningTransfers keeps, for each target next shows Syncing (its
+// sync runs in the background), the transfer progress stored: the sync's
+// watch writes it, the reconcile does not.
+func keepRunningTransfers(next, cur *z8rv1.DatasetReplicationStatus) {
+	for i := range next.Targets {
+		n := &next.Targets[i]
+		if n.State != z8rv1.TargetSyncing {
+			continue
+		}
+		n.Transfer = nil
+		for _, c := range cur.Targets {
+			if c.Node == n.Node && c.Dataset == n.Dataset {
+				n.Transfer = c.Transfer
 			}
 		}
 	}

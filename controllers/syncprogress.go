@@ -202,16 +202,6 @@ func (w *syncWatch) Planned(steps int, expectedBytes int64) {
 	w.mu.Unlock()
 }
 
-// current is the sync's progress at now; false before the first report.
-func (w *syncWatch) current(now time.Time) (z8rv1.TransferProgress, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.tr.seen == 0 {
-		return z8rv1.TransferProgress{}, false
-	}
-	return w.tr.progress(now), true
-}
-
 // Ended stops the watch once the sync returned and waits for it.
 func (w *syncWatch) Ended() {
 	close(w.stop)

@@ -39,6 +39,14 @@ func tableBackgroundSync(t *testing.T, te *tableEnv) {
 	}()
 	h.create(rep("r", "src", to("dst")))
 	h.mark()
+	waitIdle := func() {
+		t.Helper()
+		if err := wait.PollUntilContextTimeout(h.ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			return !h.r.transfers.get().busy("r"), nil
+		}); err != nil {
+			t.Fatal("the background sync did not end")
+		}
+	}
 
 	h.reconcile("r")
 	if ts := h.get("r").Status.Targets; len(ts) != 1 || ts[0].State != z8rv1.TargetSyncing {
@@ -65,11 +73,7 @@ func tableBackgroundSync(t *testing.T, te *tableEnv) {
 	}
 
 	close(gate)
-	if err := wait.PollUntilContextTimeout(h.ctx, 10*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return !h.r.transfers.get().busy("r"), nil
-	}); err != nil {
-		t.Fatal("the background sync did not end")
-	}
+	waitIdle()
 	if ts := h.get("r").Status.Targets[0]; ts.State != z8rv1.TargetSyncing {
 		t.Errorf("target %+v before the next reconcile, want still Syncing (the outcome is written by a reconcile)", ts)
 	}
@@ -84,5 +88,34 @@ func tableBackgroundSync(t *testing.T, te *tableEnv) {
 	}
 	if dr := h.get("r"); dr.Status.State != z8rv1.TargetSynced {
 		t.Errorf("replication state %s, want Synced", dr.Status.State)
+	}
+
+	// A snapshot taken while an incremental runs in the background: the
+	// reconcile that takes the incremental's outcome (up to the older
+	// snapshot) syncs on to the newer one at once.
+	gate2 := make(chan struct{})
+	h.nodes.beforeTransfer = func(ctx context.Context) error {
+		select {
+		case <-gate2:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	h.clock.Advance(6 * time.Hour)
+	h.reconcile("r") // snapshot 1, its incremental in the background
+	h.clock.Advance(6 * time.Hour)
+	h.reconcile("r") // snapshot 2, taken while it runs
+	newest := h.get("r").Status.LastSnapshot
+	if ts := h.get("r").Status.Targets[0]; ts.State != z8rv1.TargetSyncing || newest == ts.LastSnapshot {
+		t.Fatalf("target %+v, newest %s: want Syncing, behind the newest", ts, newest)
+	}
+	close(gate2)
+	waitIdle()
+	h.reconcile("r") // the outcome (up to snapshot 1), then on to snapshot 2
+	waitIdle()
+	h.reconcile("r")
+	if ts := h.get("r").Status.Targets[0]; ts.State != z8rv1.TargetSynced || ts.LastSnapshot != newest || ts.ConsecutiveFailures != 0 {
+		t.Errorf("target %+v, want Synced at the newest snapshot %s", ts, newest)
 	}
 }
