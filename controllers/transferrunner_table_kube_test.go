@@ -22,14 +22,7 @@ func tableBackgroundSync(t *testing.T, te *tableEnv) {
 	h.dataset("src", "tank/a")
 	h.r.DetachAfter = -1 // detach as soon as the transfer is admitted
 	gate := make(chan struct{})
-	h.nodes.beforeTransfer = func(ctx context.Context) error {
-		select {
-		case <-gate:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	h.nodes.beforeTransfer = waitGate(gate)
 	defer func() {
 		select {
 		case <-gate:
@@ -94,14 +87,7 @@ func tableBackgroundSync(t *testing.T, te *tableEnv) {
 	// reconcile that takes the incremental's outcome (up to the older
 	// snapshot) syncs on to the newer one at once.
 	gate2 := make(chan struct{})
-	h.nodes.beforeTransfer = func(ctx context.Context) error {
-		select {
-		case <-gate2:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	h.nodes.beforeTransfer = waitGate(gate2)
 	h.clock.Advance(6 * time.Hour)
 	h.reconcile("r") // snapshot 1, its incremental in the background
 	h.clock.Advance(6 * time.Hour)
@@ -117,5 +103,18 @@ func tableBackgroundSync(t *testing.T, te *tableEnv) {
 	h.reconcile("r")
 	if ts := h.get("r").Status.Targets[0]; ts.State != z8rv1.TargetSynced || ts.LastSnapshot != newest || ts.ConsecutiveFailures != 0 {
 		t.Errorf("target %+v, want Synced at the newest snapshot %s", ts, newest)
+	}
+}
+
+// waitGate is a fakeNodes.beforeTransfer that holds every transfer until
+// gate is closed (or the transfer is cancelled).
+func waitGate(gate <-chan struct{}) func(context.Context) error {
+	return func(ctx context.Context) error {
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }

@@ -53,6 +53,17 @@ func twoGuestsWithData(t *testing.T, diskSize int64, mib int) (src, dst *Guest, 
 	return gs[0], gs[1], sum
 }
 
+// checkReplicaBlob fails the test unless tank/replica/blob on the target
+// (mounted for the read, unmounted after) has the SHA-256 want.
+func checkReplicaBlob(t *testing.T, dstR zfsexec.Runner, want string) {
+	t.Helper()
+	e2eRun(t, dstR, "zfs", "mount", "tank/replica")
+	defer e2eRun(t, dstR, "zfs", "umount", "tank/replica")
+	if got := strings.Fields(e2eRun(t, dstR, "sha256sum", "/tank/replica/blob"))[0]; got != want {
+		t.Fatalf("replica data sha256 %s, source %s", got, want)
+	}
+}
+
 // TestAgents_ResumeBetweenOpenZFSGuests is issue 15's "end-to-end resume
 // through agents between two OpenZFS guests": a 256 MiB replication with
 // replicate.SyncTarget through two real agents (each on the host, running
@@ -165,11 +176,7 @@ func TestAgents_ResumeBetweenOpenZFSGuests(t *testing.T) {
 	if strings.Contains(holds, snapname.StepHoldTag("oz")) || !strings.Contains(holds, snapname.HoldTag("oz")) {
 		t.Errorf("source holds after the resume: %q, want the base hold and no step hold", holds)
 	}
-	e2eRun(t, dstR, "zfs", "mount", "tank/replica")
-	if got := strings.Fields(e2eRun(t, dstR, "sha256sum", "/tank/replica/blob"))[0]; got != want {
-		t.Fatalf("replica data sha256 %s, source %s", got, want)
-	}
-	e2eRun(t, dstR, "zfs", "umount", "tank/replica")
+	checkReplicaBlob(t, dstR, want)
 	t.Logf("resume phase done: %v", time.Since(start).Round(time.Second))
 
 	// An incremental interrupted by the controller (its context

@@ -141,11 +141,7 @@ func TestController_RestartMidTransferResumesBetweenOpenZFSGuests(t *testing.T) 
 	if holds := e2eRun(t, srcR, "zfs", "holds", "-H", "tank/data@"+ts.LastSnapshot); strings.Contains(holds, "z8r-step-") || !strings.Contains(holds, "z8r-") {
 		t.Errorf("holds on the source's snapshot: %q, want the base hold and no step hold", holds)
 	}
-	e2eRun(t, dstR, "zfs", "mount", "tank/replica")
-	if got := strings.Fields(e2eRun(t, dstR, "sha256sum", "/tank/replica/blob"))[0]; got != want {
-		t.Fatalf("replica data sha256 %s, source %s", got, want)
-	}
-	e2eRun(t, dstR, "zfs", "umount", "tank/replica")
+	checkReplicaBlob(t, dstR, want)
 	t.Logf("done in %v", time.Since(start).Round(time.Second))
 }
 
